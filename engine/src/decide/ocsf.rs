@@ -1,0 +1,126 @@
+//! OCSF Detection Finding (class 2004) for every non-allow decision.
+
+use serde_json::{json, Value};
+
+use crate::event::{ActivityEvent, Severity, Timestamp};
+use crate::rules::RuleMeta;
+use crate::verdict::{Decision, Verdict};
+
+/// The OCSF schema version the alerts follow.
+pub const OCSF_VERSION: &str = "1.3.0";
+
+fn severity_id(severity: Severity) -> (u8, &'static str) {
+    match severity {
+        Severity::Low => (2, "Low"),
+        Severity::Medium => (3, "Medium"),
+        Severity::High => (4, "High"),
+        Severity::Critical => (5, "Critical"),
+    }
+}
+
+/// OCSF `disposition_id`: Allowed, Challenge, Blocked, Access Revoked.
+pub fn disposition(verdict: Verdict) -> (u8, &'static str) {
+    match verdict {
+        Verdict::Allow => (1, "Allowed"),
+        Verdict::StepUp => (23, "Challenge"),
+        Verdict::Deny => (2, "Blocked"),
+        Verdict::Revoke => (24, "Access Revoked"),
+    }
+}
+
+/// The alert for `decision`, or `None` for an allow. `meta` looks up a rule's
+/// header by id; built-in reasons have none.
+pub fn finding<'a>(decision: &Decision, event: &ActivityEvent, meta: impl Fn(&str) -> Option<&'a RuleMeta>) -> Option<Value> {
+    if decision.decision == Verdict::Allow {
+        return None;
+    }
+    // The analytic is the reason that weighed most: a built-in obligation, else the top-scoring rule.
+    let top = decision
+        .reasons
+        .iter()
+        .filter(|r| r.rule != "builtin.task_ended" && r.rule != "builtin.approval_unmatched")
+        .max_by_key(|r| (r.rule.starts_with("builtin."), r.score))?;
+    let top_meta = meta(&top.rule);
+    let severity = decision
+        .reasons
+        .iter()
+        .filter_map(|r| meta(&r.rule).map(|m| m.severity))
+        .max()
+        .unwrap_or(match decision.decision {
+            Verdict::Revoke => Severity::Critical,
+            Verdict::Deny => Severity::High,
+            _ => Severity::Medium,
+        });
+    let (severity_id, severity_name) = severity_id(severity);
+    let (disposition_id, disposition_name) = disposition(decision.decision);
+    let (action_id, action) = if decision.decision == Verdict::StepUp { (1, "Allowed") } else { (2, "Denied") };
+    let time = Timestamp::parse_rfc3339(&decision.time).unwrap_or_default().millis();
+    let title = top_meta.map_or_else(|| top.rule.clone(), |m| m.title.clone());
+    let mut references: Vec<&str> = top_meta.map(|m| m.references.iter().map(String::as_str).collect()).unwrap_or_default();
+    references.sort_unstable();
+    let rules: Vec<Value> = decision
+        .reasons
+        .iter()
+        .map(|r| json!({"uid": r.rule, "name": meta(&r.rule).map_or(r.rule.as_str(), |m| m.title.as_str()), "score": r.score}))
+        .collect();
+    let mut resources = Vec::new();
+    if let Some(target) = &event.target {
+        let mut resource = json!({"name": target, "type": "target"});
+        if let Some(class) = event.data_class {
+            resource["data_classification"] = json!({"category": class.as_str()});
+        }
+        resources.push(resource);
+    }
+    Some(json!({
+        "activity_id": 1,
+        "activity_name": "Create",
+        "category_uid": 2,
+        "category_name": "Findings",
+        "class_uid": 2004,
+        "class_name": "Detection Finding",
+        "type_uid": 200401,
+        "type_name": "Detection Finding: Create",
+        "time": time,
+        "severity_id": severity_id,
+        "severity": severity_name,
+        "status_id": 1,
+        "status": "New",
+        "message": format!("{}: {}", decision.decision, top.message),
+        "disposition_id": disposition_id,
+        "disposition": disposition_name,
+        "action_id": action_id,
+        "action": action,
+        "risk_score": decision.score,
+        "metadata": {
+            "version": OCSF_VERSION,
+            "uid": decision.decision_id,
+            "product": {"name": "Vigil", "vendor_name": "Vigil", "version": env!("CARGO_PKG_VERSION")},
+            "tenant_uid": decision.tenant,
+        },
+        "finding_info": {
+            "uid": decision.decision_id,
+            "title": title,
+            "desc": top.message,
+            "analytic": {"uid": top.rule, "name": title, "type_id": 1, "type": "Rule"},
+            "types": references,
+            "related_events_count": 1,
+        },
+        "actor": {
+            "user": {"uid": decision.agent_id, "name": decision.agent_id, "type_id": 99, "type": "AI Agent"},
+            "session": {"uid": decision.task_id},
+            "app_name": event.tool,
+        },
+        "resources": resources,
+        "unmapped": {
+            "event_id": decision.event_id,
+            "workload_id": decision.workload_id,
+            "identity_method": event.identity.method.as_str(),
+            "identity_verified": event.identity.verified,
+            "kind": event.kind.as_str(),
+            "operation": event.operation,
+            "ruleset": decision.ruleset,
+            "decision": decision.decision.as_str(),
+            "rules": rules,
+        },
+    }))
+}

@@ -1,0 +1,71 @@
+//! Bytes in, validated [`Input`] out.
+//!
+//! A record is JSON or Avro in the Confluent wire format, told apart by its
+//! first byte (`0` is the wire format's magic byte, JSON starts with `{` or
+//! white space). Both land in the same [`RawRecord`], so the checks in
+//! [`raw`] are written once.
+
+pub mod avro;
+mod raw;
+pub mod spiffe;
+
+use thiserror::Error;
+
+pub use raw::RawRecord;
+
+use crate::event::Input;
+
+/// Why a record was refused. The record goes to the DLQ with this reason;
+/// the fault is the producer's and retrying will not help.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DecodeError {
+    #[error("malformed json: {0}")]
+    Json(String),
+    #[error("malformed avro: {0}")]
+    Avro(String),
+    #[error("unknown schema id {0}")]
+    UnknownSchema(u32),
+    #[error("empty record")]
+    Empty,
+    #[error("missing required field `{0}`")]
+    Missing(&'static str),
+    #[error("invalid `{field}`: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+impl DecodeError {
+    /// A short, stable label for metrics and DLQ headers.
+    pub fn label(&self) -> &'static str {
+        match self {
+            DecodeError::Json(_) => "malformed_json",
+            DecodeError::Avro(_) => "malformed_avro",
+            DecodeError::UnknownSchema(_) => "unknown_schema",
+            DecodeError::Empty => "empty",
+            DecodeError::Missing(_) => "missing_field",
+            DecodeError::Invalid { .. } => "invalid_field",
+        }
+    }
+
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> DecodeError {
+        DecodeError::Invalid { field, reason: reason.into() }
+    }
+}
+
+/// Decodes one JSON record (an activity event or, if it has `signal_id`, a signal).
+pub fn decode_json(bytes: &[u8]) -> Result<Input, DecodeError> {
+    let raw: RawRecord = serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))?;
+    raw.validate()
+}
+
+/// Decodes a record whose format is told by its first byte: JSON, or Avro in
+/// the Confluent wire format resolved through `avro`.
+pub fn decode(bytes: &[u8], avro: Option<&avro::AvroDecoder>) -> Result<Input, DecodeError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => Err(DecodeError::Empty),
+        Some(0) if bytes[0] == 0 => match avro {
+            Some(decoder) => decoder.decode(bytes)?.validate(),
+            None => Err(DecodeError::Avro("avro record but no schemas are configured".into())),
+        },
+        Some(_) => decode_json(bytes),
+    }
+}

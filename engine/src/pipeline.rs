@@ -1,0 +1,254 @@
+//! The one place where the stages meet:
+//! `source → decode → state → rules → decide → sink`.
+//!
+//! [`Pipeline::process`] takes one record through decode, state, rules and
+//! decide; [`run`] is the loop that feeds it from a [`Source`] and hands what
+//! it produced to a [`Sink`]. Replay, the demo and the Kafka engine all use
+//! these two, so a decision means the same thing everywhere.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde_json::Value;
+
+use crate::decide::{self, ocsf};
+use crate::decode::{self, avro::AvroDecoder, DecodeError};
+use crate::event::{ActivityEvent, Input, Signal};
+use crate::rules::{Evaluation, RuleHost};
+use crate::sink::{Sink, SinkError};
+use crate::source::{Origin, Record, Source, SourceError};
+use crate::state::{State, StateConfig};
+use crate::verdict::{CommandKind, ControlCommand, Decision, Mode, Verdict};
+
+/// A record that could not be decoded: the original bytes and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub origin: Origin,
+    pub payload: Vec<u8>,
+    pub error: DecodeError,
+}
+
+/// What one input produced. Reused across records to avoid allocation.
+#[derive(Debug, Default, Clone)]
+pub struct Outputs {
+    pub decisions: Vec<Decision>,
+    pub alerts: Vec<Value>,
+    pub commands: Vec<ControlCommand>,
+    pub dead_letters: Vec<DeadLetter>,
+    /// The agent the outputs are keyed by (empty for a dead letter).
+    pub agent_id: String,
+}
+
+impl Outputs {
+    pub fn clear(&mut self) {
+        self.decisions.clear();
+        self.alerts.clear();
+        self.commands.clear();
+        self.dead_letters.clear();
+        self.agent_id.clear();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.decisions.is_empty() && self.alerts.is_empty() && self.commands.is_empty() && self.dead_letters.is_empty()
+    }
+}
+
+/// Running counts, for summaries and metrics.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub records: u64,
+    pub events: u64,
+    pub signals: u64,
+    pub decisions: BTreeMap<Verdict, u64>,
+    pub commands: BTreeMap<CommandKind, u64>,
+    pub alerts: u64,
+    pub dead_letters: BTreeMap<&'static str, u64>,
+    /// How often each rule fired (contributed a reason).
+    pub rules_fired: BTreeMap<String, u64>,
+    pub rule_faults: BTreeMap<String, u64>,
+}
+
+impl Stats {
+    fn count(&mut self, out: &Outputs) {
+        for d in &out.decisions {
+            *self.decisions.entry(d.decision).or_default() += 1;
+            for r in &d.reasons {
+                if let Some(n) = self.rules_fired.get_mut(&r.rule) {
+                    *n += 1;
+                } else {
+                    self.rules_fired.insert(r.rule.clone(), 1);
+                }
+            }
+            for f in &d.faults {
+                *self.rule_faults.entry(f.rule.clone()).or_default() += 1;
+            }
+        }
+        for c in &out.commands {
+            *self.commands.entry(c.command).or_default() += 1;
+        }
+        self.alerts += out.alerts.len() as u64;
+        for d in &out.dead_letters {
+            *self.dead_letters.entry(d.error.label()).or_default() += 1;
+        }
+    }
+
+    pub fn dead_letter_total(&self) -> u64 {
+        self.dead_letters.values().sum()
+    }
+}
+
+/// The decision path for one worker: its state, its rules, its decoder.
+#[derive(Debug)]
+pub struct Pipeline {
+    pub state: State,
+    rules: RuleHost,
+    mode: Mode,
+    avro: Option<AvroDecoder>,
+    /// Whether this worker speaks for signal subjects it holds no state for.
+    owns_unknown: bool,
+    eval: Evaluation,
+    pub stats: Stats,
+}
+
+impl Pipeline {
+    pub fn new(rules: RuleHost, state: StateConfig) -> Pipeline {
+        Pipeline {
+            state: State::new(state),
+            rules,
+            mode: Mode::Enforce,
+            avro: None,
+            owns_unknown: true,
+            eval: Evaluation::default(),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn with_mode(mut self, mode: Mode) -> Pipeline {
+        self.mode = mode;
+        self
+    }
+
+    pub fn with_avro(mut self, avro: AvroDecoder) -> Pipeline {
+        self.avro = Some(avro);
+        self
+    }
+
+    pub fn with_owns_unknown(mut self, owns: bool) -> Pipeline {
+        self.owns_unknown = owns;
+        self
+    }
+
+    pub fn rules(&self) -> &RuleHost {
+        &self.rules
+    }
+
+    /// Swaps the ruleset between two events; state is kept.
+    pub fn replace_rules(&mut self, rules: RuleHost) -> RuleHost {
+        std::mem::replace(&mut self.rules, rules)
+    }
+
+    /// Decodes and decides one record; a record that fails to decode
+    /// becomes a dead letter and the pipeline carries on.
+    pub fn process(&mut self, record: &Record, out: &mut Outputs) {
+        self.stats.records += 1;
+        match decode::decode(&record.payload, self.avro.as_ref()) {
+            Ok(input) => self.step(input, out),
+            Err(error) => out.dead_letters.push(DeadLetter {
+                origin: record.origin.clone(),
+                payload: record.payload.clone(),
+                error,
+            }),
+        }
+        self.stats.count(out);
+    }
+
+    /// Decides one decoded input and folds it into the state.
+    pub fn step(&mut self, input: Input, out: &mut Outputs) {
+        self.expire_deadlines(input.time(), out);
+        match input {
+            Input::Activity(event) => self.activity(Rc::new(*event), out),
+            Input::Signal(signal) => self.signal(&signal, out),
+        }
+    }
+
+    fn expire_deadlines(&mut self, now: crate::event::Timestamp, out: &mut Outputs) {
+        if self.mode != Mode::Enforce {
+            return;
+        }
+        for overdue in self.state.due_deadlines(now) {
+            let task = overdue.task.clone();
+            let command = decide::overdue(&overdue);
+            drop(overdue);
+            self.state.expire_task(&task.tenant, &task.task_id);
+            if let Some(command) = command {
+                self.state.apply_commands(std::slice::from_ref(&command), now);
+                out.commands.push(command);
+            }
+        }
+    }
+
+    fn activity(&mut self, event: Rc<ActivityEvent>, out: &mut Outputs) {
+        self.stats.events += 1;
+        let ctx = self.state.context(&event);
+        self.rules.evaluate(&event, &ctx, &mut self.eval);
+        let version = self.rules.version().to_owned();
+        let outcome =
+            decide::activity(&event, &ctx, &self.eval, self.rules.config(), &version, self.mode, &self.state);
+        let depth = ctx.depth;
+        drop(ctx);
+        self.state.apply(&event, depth, &outcome.decision, &outcome.commands);
+        let rules = &self.rules;
+        if let Some(alert) = ocsf::finding(&outcome.decision, &event, |id| rules.metas().find(|m| m.id == id)) {
+            out.alerts.push(alert);
+        }
+        out.agent_id.clone_from(&event.agent_id);
+        out.decisions.push(outcome.decision);
+        out.commands.extend(outcome.commands);
+    }
+
+    fn signal(&mut self, signal: &Signal, out: &mut Outputs) {
+        self.stats.signals += 1;
+        let commands = if self.mode == Mode::Enforce {
+            decide::signal(signal, &self.state, self.owns_unknown)
+        } else {
+            Vec::new()
+        };
+        self.state.apply_signal(signal, &commands);
+        if let Some(agent) = signal.agent_id.as_ref().or(commands.first().map(|c| &c.agent_id)) {
+            out.agent_id.clone_from(agent);
+        }
+        out.commands.extend(commands);
+    }
+}
+
+/// Why a run stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+/// Feeds every record of `source` through `pipeline` into `sink` until the
+/// source ends or `shutdown` is set, then flushes the sink.
+pub fn run(
+    source: &mut dyn Source,
+    pipeline: &mut Pipeline,
+    sink: &mut dyn Sink,
+    shutdown: &AtomicBool,
+) -> Result<(), RunError> {
+    let mut record = Record::default();
+    let mut out = Outputs::default();
+    while !shutdown.load(Ordering::Relaxed) {
+        if !source.next_into(&mut record)? {
+            break;
+        }
+        out.clear();
+        pipeline.process(&record, &mut out);
+        sink.write(&out, &record.origin)?;
+    }
+    sink.flush()?;
+    Ok(())
+}

@@ -1,0 +1,252 @@
+//! The Rhai host: one engine per worker, a compiled ruleset, and the
+//! evaluation of every rule against one event.
+//!
+//! A rule is a script that reads `event`, `agent`, `task` and `cred` (see
+//! `rules/README.md`) and ends with `finding(score, message)` when it fires,
+//! or `()` when it does not. Rules are isolated from each other: each runs
+//! in the same scope, rewound after it, with the views as constants.
+
+mod load;
+pub mod view;
+
+use std::rc::Rc;
+
+use rhai::{Dynamic, Engine, ImmutableString, Scope, AST};
+
+pub use load::{
+    line_of, FailMode, Limits, RuleError, RuleMeta, RuleSource, RulesetConfig, RulesetError, RulesetSource, Thresholds,
+    CONFIG_FILE,
+};
+use view::EvidenceLog;
+
+use crate::event::ActivityEvent;
+use crate::state::Context;
+use crate::verdict::{Reason, RuleFault};
+
+/// What `finding(score, message)` returns to the host.
+#[derive(Debug, Clone)]
+pub struct Finding {
+    score: i64,
+    message: ImmutableString,
+}
+
+#[derive(Debug)]
+struct CompiledRule {
+    meta: RuleMeta,
+    ast: AST,
+    /// Bit `k` set when the rule runs on `EventKind::ALL[k]`.
+    kinds: u16,
+}
+
+/// The outcome of all rules on one event.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Evaluation {
+    pub reasons: Vec<Reason>,
+    pub faults: Vec<RuleFault>,
+}
+
+/// A compiled ruleset with the engine that runs it. Not `Send`: build one
+/// per worker thread from a [`RulesetSource`].
+pub struct RuleHost {
+    engine: Engine,
+    rules: Vec<CompiledRule>,
+    source: RulesetSource,
+    scope: Scope<'static>,
+    log: EvidenceLog,
+}
+
+impl std::fmt::Debug for RuleHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuleHost").field("version", &self.source.version).field("rules", &self.rules.len()).finish()
+    }
+}
+
+fn new_engine(limits: &Limits) -> Engine {
+    let mut engine = Engine::new();
+    engine
+        .set_max_operations(limits.max_operations)
+        .set_max_call_levels(limits.max_call_levels)
+        .set_max_string_size(limits.max_string_size)
+        .set_max_array_size(limits.max_array_size)
+        .set_max_map_size(limits.max_map_size)
+        .set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth)
+        .set_strict_variables(true)
+        .set_fail_on_invalid_map_property(true);
+    engine.on_print(|_| {});
+    engine.on_debug(|_, _, _| {});
+    view::register(&mut engine);
+    engine
+        .register_type_with_name::<Finding>("Finding")
+        .register_fn("finding", |score: i64, message: ImmutableString| Finding { score, message })
+        .register_fn("finding", |score: i64| Finding { score, message: ImmutableString::new() });
+    engine
+}
+
+/// Names the views have in a rule's scope, in push order.
+const VIEW_NAMES: [&str; 4] = ["event", "agent", "task", "cred"];
+
+impl RuleHost {
+    /// Compiles every rule; any error names its file and line.
+    pub fn compile(source: RulesetSource) -> Result<RuleHost, RulesetError> {
+        let engine = new_engine(&source.config.limits);
+        let mut scope = Scope::new();
+        for name in VIEW_NAMES {
+            scope.push_constant(name, ());
+        }
+        let mut rules = Vec::new();
+        let mut errors = Vec::new();
+        for rule in &source.rules {
+            match engine.compile_with_scope(&scope, &rule.text) {
+                Ok(ast) => {
+                    let kinds = if rule.meta.kinds.is_empty() {
+                        u16::MAX
+                    } else {
+                        rule.meta.kinds.iter().map(|k| 1u16 << kind_index(*k)).fold(0, |a, b| a | b)
+                    };
+                    rules.push(CompiledRule { meta: rule.meta.clone(), ast, kinds });
+                }
+                Err(e) => errors.push(RuleError {
+                    file: rule.file.clone(),
+                    line: e.1.line().unwrap_or(0),
+                    message: e.0.to_string(),
+                }),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(RulesetError(errors));
+        }
+        Ok(RuleHost { engine, rules, source, scope: Scope::new(), log: Rc::default() })
+    }
+
+    pub fn source(&self) -> &RulesetSource {
+        &self.source
+    }
+
+    pub fn version(&self) -> &str {
+        &self.source.version
+    }
+
+    pub fn config(&self) -> &RulesetConfig {
+        &self.source.config
+    }
+
+    pub fn metas(&self) -> impl Iterator<Item = &RuleMeta> {
+        self.rules.iter().map(|r| &r.meta)
+    }
+
+    /// Runs every rule that applies to `event.kind` on the state in `ctx`.
+    pub fn evaluate(&mut self, event: &Rc<ActivityEvent>, ctx: &Context, out: &mut Evaluation) {
+        out.reasons.clear();
+        out.faults.clear();
+        let bit = 1u16 << kind_index(event.kind);
+        let (e, a, t, c) = view::views(event, ctx, &self.log);
+        self.scope.clear();
+        self.scope.push_constant(VIEW_NAMES[0], e);
+        self.scope.push_constant(VIEW_NAMES[1], a);
+        self.scope.push_constant(VIEW_NAMES[2], t);
+        self.scope.push_constant(VIEW_NAMES[3], c);
+        for rule in self.rules.iter().filter(|r| r.kinds & bit != 0) {
+            self.log.borrow_mut().clear();
+            let result = self.engine.eval_ast_with_scope::<Dynamic>(&mut self.scope, &rule.ast);
+            self.scope.rewind(VIEW_NAMES.len());
+            match result.map_err(|e| e.to_string()).and_then(finding_of) {
+                Ok(None) => {}
+                Ok(Some(f)) => out.reasons.push(Reason {
+                    rule: rule.meta.id.clone(),
+                    score: f.score.clamp(0, 100) as u32,
+                    message: if f.message.is_empty() { rule.meta.title.clone() } else { f.message.to_string() },
+                    evidence: self.log.borrow().to_json(),
+                }),
+                Err(error) => out.faults.push(RuleFault { rule: rule.meta.id.clone(), error }),
+            }
+        }
+        self.scope.clear();
+    }
+}
+
+/// `()`, `false` and a zero score are "did not fire".
+fn finding_of(value: Dynamic) -> Result<Option<Finding>, String> {
+    if value.is_unit() || value.as_bool() == Ok(false) {
+        return Ok(None);
+    }
+    if let Ok(score) = value.as_int() {
+        return Ok((score > 0).then(|| Finding { score, message: ImmutableString::new() }));
+    }
+    match value.try_cast::<Finding>() {
+        Some(f) if f.score > 0 => Ok(Some(f)),
+        Some(_) => Ok(None),
+        None => Err("rule returned neither `finding(..)`, an integer score nor `()`".to_owned()),
+    }
+}
+
+fn kind_index(kind: crate::event::EventKind) -> usize {
+    crate::event::EventKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::decode::decode_json;
+    use crate::event::Input;
+    use crate::state::{State, StateConfig};
+
+    fn host(rules: &[(&str, &str)]) -> Result<RuleHost, RulesetError> {
+        let texts = rules.iter().map(|(f, t)| ((*f).to_owned(), (*t).to_owned())).collect();
+        RuleHost::compile(RulesetSource::from_texts(Path::new("rules"), None, texts)?)
+    }
+
+    fn run(host: &mut RuleHost) -> Evaluation {
+        let text = r#"{"event_id":"e1","time":"2026-11-28T10:00:00Z","agent_id":"a1","workload_id":"spiffe://acme.org/a1",
+            "kind":"tool_call","tool":"sql.query","target":"crm/customers","data_class":"pii"}"#;
+        let Ok(Input::Activity(event)) = decode_json(text.as_bytes()) else { unreachable!("valid event") };
+        let event = Rc::new(*event);
+        let mut state = State::new(StateConfig::default());
+        let ctx = state.context(&event);
+        let mut out = Evaluation::default();
+        host.evaluate(&event, &ctx, &mut out);
+        out
+    }
+
+    #[test]
+    fn a_rule_fires_with_its_evidence() {
+        let rule = "// id: new_target\nif agent.is_new_target(event.target) && agent.count(\"10m\") == 0 { finding(40, `new: ${event.target}`) }";
+        let mut host = host(&[("new_target.rhai", rule)]).map_err(|e| e.to_string());
+        let Ok(host) = host.as_mut() else { unreachable!("{host:?}") };
+        let out = run(host);
+        assert_eq!(out.faults, vec![]);
+        assert_eq!(out.reasons.len(), 1);
+        assert_eq!(out.reasons[0].message, "new: crm/customers");
+        assert_eq!(out.reasons[0].evidence.len(), 2);
+        assert_eq!(out.reasons[0].evidence["agent.is_new_target(crm/customers)"], true);
+    }
+
+    #[test]
+    fn an_endless_loop_is_a_fault_not_a_hang() {
+        let mut host = host(&[("spin.rhai", "// id: spin\nloop { }"), ("ok.rhai", "// id: ok\nfinding(10)")]);
+        let Ok(host) = host.as_mut() else { unreachable!() };
+        let out = run(host);
+        assert_eq!(out.faults.len(), 1);
+        assert_eq!(out.faults[0].rule, "spin");
+        assert!(out.faults[0].error.contains("Too many operations"), "{}", out.faults[0].error);
+        assert_eq!(out.reasons.len(), 1, "the other rule still runs");
+    }
+
+    #[test]
+    fn compile_errors_carry_file_and_line() {
+        let err = host(&[("bad.rhai", "// id: bad\n\nlet x = ;\n")]).err().map(|e| e.to_string());
+        assert!(err.as_deref().is_some_and(|e| e.starts_with("rules/bad.rhai:3:") || e.starts_with("bad.rhai:3:")), "{err:?}");
+        let unknown = host(&[("typo.rhai", "// id: typo\nevnt.tool")]).err().map(|e| e.to_string());
+        assert!(unknown.is_some_and(|e| e.contains("evnt")));
+    }
+
+    #[test]
+    fn rules_cannot_change_the_views() {
+        let mut host = host(&[("w.rhai", "// id: w\nevent = 5; finding(10)"), ("r.rhai", "// id: r\nfinding(5)")]);
+        let Ok(host) = host.as_mut() else { unreachable!() };
+        let out = run(host);
+        assert_eq!(out.faults.len(), 1);
+        assert_eq!(out.reasons.len(), 1);
+    }
+}

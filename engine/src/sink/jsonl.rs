@@ -1,0 +1,78 @@
+//! `decisions.jsonl`, `alerts.jsonl`, `control.jsonl` and `dlq.jsonl` in a folder.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::{dead_letter_json, Sink, SinkError};
+use crate::pipeline::Outputs;
+use crate::source::Origin;
+
+#[derive(Debug)]
+pub struct JsonlSink {
+    dir: PathBuf,
+    decisions: BufWriter<File>,
+    alerts: BufWriter<File>,
+    control: BufWriter<File>,
+    dlq: BufWriter<File>,
+}
+
+pub const FILES: [&str; 4] = ["decisions.jsonl", "alerts.jsonl", "control.jsonl", "dlq.jsonl"];
+
+impl JsonlSink {
+    /// Creates `dir` if needed and truncates the four files.
+    pub fn create(dir: &Path) -> Result<JsonlSink, SinkError> {
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |error| SinkError::Io { path, error }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let open = |name: &str| -> Result<BufWriter<File>, SinkError> {
+            let path = dir.join(name);
+            Ok(BufWriter::with_capacity(1 << 16, File::create(&path).map_err(io(&path))?))
+        };
+        Ok(JsonlSink {
+            dir: dir.to_path_buf(),
+            decisions: open(FILES[0])?,
+            alerts: open(FILES[1])?,
+            control: open(FILES[2])?,
+            dlq: open(FILES[3])?,
+        })
+    }
+
+}
+
+fn line<T: Serialize>(w: &mut BufWriter<File>, value: &T) -> Result<(), std::io::Error> {
+    serde_json::to_writer(&mut *w, value).map_err(std::io::Error::other)?;
+    w.write_all(b"\n")
+}
+
+impl Sink for JsonlSink {
+    fn write(&mut self, out: &Outputs, _: &Origin) -> Result<(), SinkError> {
+        let path = self.dir.display().to_string();
+        let io = |error| SinkError::Io { path: path.clone(), error };
+        for d in &out.decisions {
+            line(&mut self.decisions, d).map_err(io)?;
+        }
+        for a in &out.alerts {
+            line(&mut self.alerts, a).map_err(io)?;
+        }
+        for c in &out.commands {
+            line(&mut self.control, c).map_err(io)?;
+        }
+        for d in &out.dead_letters {
+            line(&mut self.dlq, &dead_letter_json(d)).map_err(io)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        for (name, w) in FILES.iter().zip([&mut self.decisions, &mut self.alerts, &mut self.control, &mut self.dlq]) {
+            let path = self.dir.join(name).display().to_string();
+            w.flush().map_err(|error| SinkError::Io { path, error })?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,523 @@
+//! Per-agent and per-task risk state, folded from events in event time.
+//!
+//! The state is a pure fold: [`State::context`] shows the rules the state
+//! *before* an event, and [`State::apply`] folds the event and what was
+//! decided about it. Nothing here reads a clock.
+//!
+//! Entries are `Rc` so that rule views share them without copying; the fold
+//! gets them back with `Rc::make_mut`, which copies nothing once the views
+//! are dropped. A `State` therefore lives on one worker thread.
+
+mod agent;
+mod task;
+pub mod window;
+
+use std::collections::{BTreeSet, HashMap};
+use std::rc::Rc;
+
+use serde::{Deserialize, Serialize};
+
+pub use agent::{AgentState, DecisionCounts, PendingStepUp, SeenSet, SensitiveRead, CHAIN_MEMORY};
+pub use task::{CredentialState, TaskState, TaskStatus};
+use window::{Tally, Windows};
+
+use crate::event::{ActivityEvent, EventKind, Severity, Signal, SignalKind, Timestamp};
+use crate::verdict::{CommandKind, ControlCommand, Decision, Verdict};
+
+/// A stable 64-bit hash of a name, for sets that only need membership.
+pub fn name_hash(name: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(name.as_bytes())
+}
+
+/// A map key for a (tenant, id) pair. 128 bits make a collision between two
+/// real ids practically impossible; the entries keep their ids regardless.
+pub type Key = u128;
+
+pub fn key(tenant: &str, id: &str) -> Key {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(tenant.as_bytes());
+    hasher.update(&[0]);
+    hasher.update(id.as_bytes());
+    hasher.digest128()
+}
+
+/// How long state is kept, in event time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// An agent quiet for this long is forgotten.
+    pub agent_idle_s: u64,
+    /// An ended task (and its credentials) is forgotten this long after it ended.
+    pub task_retention_s: u64,
+    /// How many distinct targets, tools and destinations an agent remembers.
+    pub seen_capacity: usize,
+    /// How often (event time) forgotten entries are swept from memory.
+    pub sweep_every_s: u64,
+    /// How long a step-up waits for its approval.
+    pub step_up_ttl_s: u64,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            agent_idle_s: 24 * 3600,
+            task_retention_s: 24 * 3600,
+            seen_capacity: 512,
+            sweep_every_s: 300,
+            step_up_ttl_s: 900,
+        }
+    }
+}
+
+/// A threat-intel entry from a `threat_intel` signal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Threat {
+    pub severity: Severity,
+    pub signal_id: String,
+}
+
+/// What the rules and the decision see of the state before one event.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub now: Timestamp,
+    pub agent: Rc<AgentState>,
+    pub task: Option<Rc<TaskState>>,
+    pub credential: Option<Rc<CredentialState>>,
+    /// Depth of this event in its tool chain (1 for a root).
+    pub depth: u32,
+    /// Threat intel naming the event's target or workload.
+    pub threat: Option<Threat>,
+}
+
+/// A task that ran past its deadline, found by [`State::due_deadlines`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overdue {
+    pub task: Rc<TaskState>,
+    pub live_credentials: Vec<String>,
+    pub workload_id: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct State {
+    pub config: StateConfig,
+    agents: HashMap<Key, Rc<AgentState>>,
+    tasks: HashMap<Key, Rc<TaskState>>,
+    credentials: HashMap<Key, Rc<CredentialState>>,
+    threats: HashMap<String, Threat>,
+    /// Active tasks by deadline, so overdue ones are found without a scan.
+    deadlines: BTreeSet<(Timestamp, Key)>,
+    watermark: Timestamp,
+    last_sweep: Timestamp,
+}
+
+impl State {
+    pub fn new(config: StateConfig) -> State {
+        State { config, ..State::default() }
+    }
+
+    pub fn agent_count(&self) -> usize {
+        self.agents.len()
+    }
+
+    pub fn task_count(&self) -> usize {
+        self.tasks.len()
+    }
+
+    pub fn watermark(&self) -> Timestamp {
+        self.watermark
+    }
+
+    pub fn agent(&self, tenant: &str, agent_id: &str) -> Option<&AgentState> {
+        self.agents.get(&key(tenant, agent_id)).map(|a| a.as_ref())
+    }
+
+    pub fn task(&self, tenant: &str, task_id: &str) -> Option<&TaskState> {
+        self.tasks.get(&key(tenant, task_id)).map(|t| t.as_ref())
+    }
+
+    pub fn credential(&self, tenant: &str, id: &str) -> Option<&CredentialState> {
+        self.credentials.get(&key(tenant, id)).map(|c| c.as_ref())
+    }
+
+    fn agent_is_forgotten(&self, agent: &AgentState, now: Timestamp) -> bool {
+        now > agent.last_seen.plus_secs(self.config.agent_idle_s as i64)
+    }
+
+    fn task_is_forgotten(&self, task: &TaskState, now: Timestamp) -> bool {
+        let since = task.ended_at.unwrap_or(task.last_seen);
+        let keep = if task.is_over() { self.config.task_retention_s } else { self.config.agent_idle_s };
+        now > since.plus_secs(keep as i64)
+    }
+
+    /// The state before `event`, as the rules see it. A forgotten (idle)
+    /// agent or task starts afresh here, so forgetting does not depend on
+    /// when the sweep last ran.
+    pub fn context(&mut self, event: &ActivityEvent) -> Context {
+        let now = event.time;
+        let agent_key = key(&event.tenant, &event.agent_id);
+        let fresh = match self.agents.get(&agent_key) {
+            Some(agent) => self.agent_is_forgotten(agent, now),
+            None => true,
+        };
+        if fresh {
+            let agent = AgentState::new(&event.tenant, &event.agent_id, &event.workload_id, now);
+            self.agents.insert(agent_key, Rc::new(agent));
+        }
+        let agent = self.agents.get(&agent_key).cloned().unwrap_or_else(|| {
+            Rc::new(AgentState::new(&event.tenant, &event.agent_id, &event.workload_id, now))
+        });
+        let task = event.task_id.as_deref().and_then(|id| {
+            let task = self.tasks.get(&key(&event.tenant, id))?;
+            (!self.task_is_forgotten(task, now)).then(|| task.clone())
+        });
+        let credential = event
+            .credential
+            .as_ref()
+            .and_then(|c| self.credentials.get(&key(&event.tenant, &c.id)).cloned());
+        let threat = event
+            .target
+            .as_deref()
+            .and_then(|t| self.threats.get(t))
+            .or_else(|| self.threats.get(&event.workload_id))
+            .cloned();
+        let depth = agent.depth_after(event.parent_event_id.as_deref());
+        Context { now, agent, task, credential, depth, threat }
+    }
+
+    /// Folds an activity event, its decision and the commands it caused.
+    pub fn apply(&mut self, event: &ActivityEvent, depth: u32, decision: &Decision, commands: &[ControlCommand]) {
+        let now = event.time;
+        self.advance(now);
+        let capacity = self.config.seen_capacity;
+        let step_up_ttl = self.config.step_up_ttl_s as i64;
+        let tenant = event.tenant.as_str();
+
+        let agent_key = key(tenant, &event.agent_id);
+        let agent = Rc::make_mut(
+            self.agents
+                .entry(agent_key)
+                .or_insert_with(|| Rc::new(AgentState::new(tenant, &event.agent_id, &event.workload_id, now))),
+        );
+        fold_agent(agent, event, depth, decision, capacity);
+        if decision.decision == Verdict::StepUp && commands.iter().any(|c| c.command == CommandKind::StepUp) {
+            agent.pending_step_ups.push(PendingStepUp {
+                decision_id: decision.decision_id.clone(),
+                task_id: event.task_id.clone(),
+                since: now,
+                expires_at: now.plus_secs(step_up_ttl),
+            });
+        }
+        if let (EventKind::Approval, Some(approval)) = (event.kind, &event.approval) {
+            agent.pending_step_ups.retain(|p| p.decision_id != approval.decision_id);
+        }
+        agent.pending_step_ups.retain(|p| p.expires_at > now);
+
+        if let Some(task_id) = event.task_id.as_deref() {
+            self.fold_task(event, task_id, depth);
+        }
+        if event.kind == EventKind::CredentialIssued {
+            self.issue_credential(event);
+        }
+        if let Some(used) = &event.credential {
+            if let Some(c) = self.credentials.get_mut(&key(tenant, &used.id)) {
+                Rc::make_mut(c).last_seen = now;
+            }
+        }
+        self.apply_commands(commands, now);
+    }
+
+    fn fold_task(&mut self, event: &ActivityEvent, task_id: &str, depth: u32) {
+        let now = event.time;
+        let task_key = key(&event.tenant, task_id);
+        let forgotten = self.tasks.get(&task_key).is_some_and(|t| self.task_is_forgotten(t, now));
+        if forgotten || event.kind == EventKind::TaskStarted {
+            if let Some(old) = self.tasks.remove(&task_key) {
+                if let Some(deadline) = old.deadline {
+                    self.deadlines.remove(&(deadline, task_key));
+                }
+            }
+        }
+        let task = Rc::make_mut(
+            self.tasks
+                .entry(task_key)
+                .or_insert_with(|| Rc::new(TaskState::new(&event.tenant, task_id, &event.agent_id, now))),
+        );
+        task.last_seen = task.last_seen.max(now);
+        match event.kind {
+            EventKind::TaskStarted => {
+                task.status = TaskStatus::Active;
+                task.started_at = Some(now);
+                task.scope = event.scope.clone();
+                task.deadline = event
+                    .scope
+                    .as_ref()
+                    .and_then(|s| s.max_duration_s)
+                    .map(|secs| now.plus_secs(secs as i64));
+                if let Some(deadline) = task.deadline {
+                    self.deadlines.insert((deadline, task_key));
+                }
+            }
+            EventKind::TaskEnded => {
+                if !task.is_over() {
+                    task.status = TaskStatus::Ended;
+                    task.ended_at = Some(now);
+                }
+                if let Some(deadline) = task.deadline {
+                    self.deadlines.remove(&(deadline, task_key));
+                }
+            }
+            _ => {
+                task.actions += 1;
+                task.bytes = task.bytes.saturating_add(event.bytes);
+                if event.kind == EventKind::NetworkEgress {
+                    task.egress_bytes = task.egress_bytes.saturating_add(event.bytes);
+                }
+                task.max_depth = task.max_depth.max(depth);
+            }
+        }
+    }
+
+    fn issue_credential(&mut self, event: &ActivityEvent) {
+        let Some(cred) = &event.credential else { return };
+        let cred_key = key(&event.tenant, &cred.id);
+        self.credentials.insert(
+            cred_key,
+            Rc::new(CredentialState {
+                id: cred.id.clone(),
+                tenant: event.tenant.clone(),
+                agent_id: event.agent_id.clone(),
+                workload_id: event.workload_id.clone(),
+                task_id: event.task_id.clone(),
+                scopes: cred.scopes.clone(),
+                issued_at: event.time,
+                ttl_s: cred.ttl_s,
+                revoked_at: None,
+                leaked: false,
+                last_seen: event.time,
+            }),
+        );
+        if let Some(task_id) = event.task_id.as_deref() {
+            if let Some(task) = self.tasks.get_mut(&key(&event.tenant, task_id)) {
+                let task = Rc::make_mut(task);
+                if !task.credentials.contains(&cred.id) {
+                    task.credentials.push(cred.id.clone());
+                }
+            }
+        }
+    }
+
+    /// Folds what commands do to state: revoked credentials, quarantines.
+    pub fn apply_commands(&mut self, commands: &[ControlCommand], now: Timestamp) {
+        for command in commands {
+            match command.command {
+                CommandKind::RevokeCredentials | CommandKind::RevokeAgent => {
+                    for id in &command.credential_ids {
+                        if let Some(c) = self.credentials.get_mut(&key(&command.tenant, id)) {
+                            let c = Rc::make_mut(c);
+                            c.revoked_at.get_or_insert(now);
+                        }
+                    }
+                }
+                CommandKind::Quarantine | CommandKind::Release => {
+                    if let Some(agent) = self.agents.get_mut(&key(&command.tenant, &command.agent_id)) {
+                        Rc::make_mut(agent).quarantined = command.command == CommandKind::Quarantine;
+                    }
+                }
+                CommandKind::StepUp => {}
+            }
+        }
+    }
+
+    /// Folds a signal and the commands it caused.
+    pub fn apply_signal(&mut self, signal: &Signal, commands: &[ControlCommand]) {
+        self.advance(signal.time);
+        match signal.kind {
+            SignalKind::ThreatIntel | SignalKind::WorkloadCompromised => {
+                let threat = Threat { severity: signal.severity, signal_id: signal.signal_id.clone() };
+                for subject in [&signal.target, &signal.workload_id].into_iter().flatten() {
+                    self.threats.insert(subject.clone(), threat.clone());
+                }
+            }
+            SignalKind::CredentialLeaked => {
+                if let Some(id) = &signal.credential_id {
+                    if let Some(c) = self.credentials.get_mut(&key(&signal.tenant, id)) {
+                        Rc::make_mut(c).leaked = true;
+                    }
+                }
+            }
+            SignalKind::AgentQuarantine | SignalKind::AgentRelease => {}
+        }
+        self.apply_commands(commands, signal.time);
+    }
+
+    /// Live credentials of `agent_id`, or of its task when one is given, in issue order.
+    pub fn live_credentials(&self, tenant: &str, agent_id: &str, task_id: Option<&str>, now: Timestamp) -> Vec<String> {
+        if let Some(task) = task_id.and_then(|t| self.tasks.get(&key(tenant, t))) {
+            return task
+                .credentials
+                .iter()
+                .filter(|id| self.credentials.get(&key(tenant, id)).is_some_and(|c| c.is_live(now)))
+                .cloned()
+                .collect();
+        }
+        let mut held: Vec<&CredentialState> = self
+            .credentials
+            .values()
+            .map(|c| c.as_ref())
+            .filter(|c| c.tenant == tenant && c.agent_id == agent_id && c.is_live(now))
+            .collect();
+        held.sort_by(|a, b| (a.issued_at, &a.id).cmp(&(b.issued_at, &b.id)));
+        held.into_iter().map(|c| c.id.clone()).collect()
+    }
+
+    /// Agents that a signal names directly or through a credential or workload, sorted.
+    pub fn agents_named_by(&self, signal: &Signal) -> Vec<Rc<AgentState>> {
+        let mut named: Vec<Rc<AgentState>> = Vec::new();
+        let tenant = signal.tenant.as_str();
+        if let Some(id) = &signal.agent_id {
+            named.extend(self.agents.get(&key(tenant, id)).cloned());
+        }
+        if let Some(cred) = signal.credential_id.as_ref().and_then(|id| self.credentials.get(&key(tenant, id))) {
+            named.extend(self.agents.get(&key(tenant, &cred.agent_id)).cloned());
+        }
+        if let (SignalKind::WorkloadCompromised, Some(workload)) = (signal.kind, &signal.workload_id) {
+            named.extend(self.agents.values().filter(|a| &a.workload_id == workload).cloned());
+        }
+        named.sort_by(|a, b| (&a.tenant, &a.agent_id).cmp(&(&b.tenant, &b.agent_id)));
+        named.dedup_by(|a, b| a.agent_id == b.agent_id && a.tenant == b.tenant);
+        named
+    }
+
+    /// Tasks whose deadline is at or before `now` and that are still active,
+    /// oldest deadline first. Callers mark them with [`State::expire_task`].
+    pub fn due_deadlines(&self, now: Timestamp) -> Vec<Overdue> {
+        self.deadlines
+            .iter()
+            .take_while(|(deadline, _)| *deadline < now)
+            .filter_map(|(_, task_key)| {
+                let task = self.tasks.get(task_key)?;
+                let deadline = task.deadline?;
+                let workload_id = self
+                    .agents
+                    .get(&key(&task.tenant, &task.agent_id))
+                    .map(|a| a.workload_id.clone())
+                    .unwrap_or_default();
+                Some(Overdue {
+                    live_credentials: self.live_credentials(&task.tenant, &task.agent_id, Some(&task.task_id), deadline),
+                    task: task.clone(),
+                    workload_id,
+                })
+            })
+            .collect()
+    }
+
+    pub fn expire_task(&mut self, tenant: &str, task_id: &str) {
+        let task_key = key(tenant, task_id);
+        if let Some(task) = self.tasks.get_mut(&task_key) {
+            let task = Rc::make_mut(task);
+            if let Some(deadline) = task.deadline {
+                self.deadlines.remove(&(deadline, task_key));
+                task.status = TaskStatus::Expired;
+                task.ended_at = Some(deadline);
+            }
+        }
+    }
+
+    /// Moves the watermark and, every `sweep_every_s`, drops what is forgotten.
+    fn advance(&mut self, now: Timestamp) {
+        if now <= self.watermark {
+            return;
+        }
+        self.watermark = now;
+        if now < self.last_sweep.plus_secs(self.config.sweep_every_s as i64) {
+            return;
+        }
+        self.last_sweep = now;
+        self.sweep(now);
+    }
+
+    fn sweep(&mut self, now: Timestamp) {
+        let idle = self.config.agent_idle_s as i64;
+        self.agents.retain(|_, a| now <= a.last_seen.plus_secs(idle));
+        for agent in self.agents.values_mut() {
+            // Windows only matter for an hour; an idle agent drops them.
+            if agent.windows.is_some() && now > agent.last_seen.plus_secs(3600) {
+                Rc::make_mut(agent).windows = None;
+            }
+        }
+        let forgotten: Vec<Key> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| self.task_is_forgotten(t, now))
+            .map(|(k, _)| *k)
+            .collect();
+        for task_key in forgotten {
+            if let Some(task) = self.tasks.remove(&task_key) {
+                if let Some(deadline) = task.deadline {
+                    self.deadlines.remove(&(deadline, task_key));
+                }
+            }
+        }
+        let retention = self.config.task_retention_s as i64;
+        self.credentials.retain(|_, c| {
+            let until = c.expires_at().unwrap_or(c.last_seen).max(c.last_seen);
+            now <= until.plus_secs(retention)
+        });
+    }
+}
+
+fn fold_agent(agent: &mut AgentState, event: &ActivityEvent, depth: u32, decision: &Decision, capacity: usize) {
+    let now = event.time;
+    agent.last_seen = agent.last_seen.max(now);
+    if agent.workload_id != event.workload_id {
+        agent.workload_id = event.workload_id.clone();
+    }
+    let tally = Tally {
+        actions: 1,
+        step_ups: u32::from(decision.decision == Verdict::StepUp),
+        denials: u32::from(decision.decision >= Verdict::Deny),
+        bytes: event.bytes,
+        egress: if event.kind == EventKind::NetworkEgress { event.bytes } else { 0 },
+    };
+    agent.windows.get_or_insert_with(|| Box::new(Windows::default())).add(now, &tally);
+    if let Some(target) = &event.target {
+        agent.targets.insert(target, capacity);
+        if event.kind == EventKind::NetworkEgress {
+            agent.destinations.insert(target, capacity);
+        }
+    }
+    if let Some(tool) = &event.tool {
+        agent.tools.insert(tool, capacity);
+    }
+    let call = call_signature(event);
+    agent.repeats = if call == agent.last_call { agent.repeats.saturating_add(1) } else { 1 };
+    agent.last_call = call;
+    if let (Some(class), Some(target)) = (event.data_class, &event.target) {
+        let reads = matches!(event.kind, EventKind::DataAccess | EventKind::ToolCall)
+            && event.operation.as_deref().is_none_or(|op| op == "read");
+        if reads && class.is_sensitive() {
+            agent.last_sensitive_read = Some(SensitiveRead { time: now, target: target.clone(), data_class: class });
+        }
+    }
+    agent.chain.push_back((name_hash(&event.event_id), depth));
+    if agent.chain.len() > CHAIN_MEMORY {
+        agent.chain.pop_front();
+    }
+    let counts = &mut agent.decisions;
+    match decision.decision {
+        Verdict::Allow => counts.allow += 1,
+        Verdict::StepUp => counts.step_up += 1,
+        Verdict::Deny => counts.deny += 1,
+        Verdict::Revoke => counts.revoke += 1,
+    }
+}
+
+/// What makes two calls "the same call" for repeat detection.
+pub fn call_signature(event: &ActivityEvent) -> u64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    for part in [Some(event.kind.as_str()), event.tool.as_deref(), event.target.as_deref(), event.operation.as_deref()] {
+        hasher.update(part.unwrap_or("").as_bytes());
+        hasher.update(&[0]);
+    }
+    hasher.digest()
+}
