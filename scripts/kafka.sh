@@ -136,7 +136,7 @@ cmd_fetch() {
 # twice as fast. Best effort: without archives everything still works.
 train_cds() {
   local broker_jsa="$LIBS/broker.jsa" tools_jsa="$LIBS/tools.jsa" ok=0
-  rm -f "$broker_jsa" "$tools_jsa"
+  rm -f "$broker_jsa" "$tools_jsa" "$LIBS/cds.java"
   log "training class-data archives with a throwaway broker"
   DIR="$(mktemp -d "$CACHE/cds-training.XXXXXX")"
   PORT="" SASL=0
@@ -149,6 +149,7 @@ train_cds() {
     # The archive is written at a clean exit, so stop with SIGTERM and wait.
     terminate 60 || true
     if [[ -s "$broker_jsa.tmp" ]]; then mv "$broker_jsa.tmp" "$broker_jsa"; ok=1; fi
+    readlink -f "$JAVA" > "$LIBS/cds.java"
     if [[ -s "$tools_jsa.tmp" ]]; then mv "$tools_jsa.tmp" "$tools_jsa"; fi
   fi
   rm -f "$broker_jsa.tmp" "$tools_jsa.tmp"
@@ -160,12 +161,18 @@ train_cds() {
 
 TOOL_JVM=()
 
+# True when the archive $1 exists and was dumped by the Java we run now (an
+# archive from another JVM build is refused with a warning on every start).
+cds_usable() {
+  [[ -f "$1" && -f "$LIBS/cds.java" && "$(cat "$LIBS/cds.java")" == "$(readlink -f "$JAVA")" ]]
+}
+
 # Runs a Kafka tool class with quiet logging; JVM warnings go to stderr so
 # the tool's stdout stays clean.
 run_tool() {
   local class="$1"; shift
   local cds=()
-  if (( ${#TOOL_JVM[@]} == 0 )) && [[ -f "$LIBS/tools.jsa" ]]; then
+  if (( ${#TOOL_JVM[@]} == 0 )) && cds_usable "$LIBS/tools.jsa"; then
     cds=(-XX:SharedArchiveFile="$LIBS/tools.jsa")
   fi
   "$JAVA" -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
@@ -451,7 +458,7 @@ launch_broker() {
   if [[ -f "$DIR/logs/server.log" ]]; then LOG_OFFSET="$(stat -c %s "$DIR/logs/server.log")"; fi
 
   local heap="${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}" cds=()
-  if (( $# == 0 )) && [[ -f "$LIBS/broker.jsa" ]]; then
+  if (( $# == 0 )) && cds_usable "$LIBS/broker.jsa"; then
     cds=(-XX:SharedArchiveFile="$LIBS/broker.jsa")
   fi
   # shellcheck disable=SC2086 # heap flags are a word list
@@ -501,6 +508,7 @@ wait_ready() {
   done
   log "broker did not become ready within ${START_TIMEOUT}s; killing it"
   kill -KILL "$PID" 2>/dev/null || true
+  wait_gone 10 || true
   log_tail
   rm -f "$DIR/pid"
   return 1

@@ -1,1 +1,82 @@
-fn main(){}
+//! `vigil`: the engine, its demo, rule tooling and replay.
+//!
+//! Exit codes: 0 success, 1 a failed check or test, 2 bad usage or input.
+
+mod demo;
+mod rules_cmd;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "vigil", version, about = "Runtime governance for autonomous AI agents")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a synthetic multi-agent workload with attacks through the shipped rules (no Kafka).
+    Demo(demo::DemoArgs),
+    /// Run the engine on a JSON Lines file (or stdin) or on Kafka.
+    Run(run::RunArgs),
+    /// Compile, lint and test rulesets.
+    Rules {
+        #[command(subcommand)]
+        command: rules_cmd::RulesCommand,
+    },
+}
+
+/// An error that maps to an exit code: 1 for a failed check, 2 for bad input.
+#[derive(Debug)]
+pub enum Failure {
+    Check(String),
+    Input(String),
+}
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Failure {
+        Failure::Input(e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Rules { command } => rules_cmd::run(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Check(message)) => {
+            if !message.is_empty() {
+                eprintln!("{message}");
+            }
+            ExitCode::from(1)
+        }
+        Err(Failure::Input(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `--rules DIR`, or the embedded shipped ruleset when absent.
+pub fn load_rules(dir: Option<&PathBuf>) -> Result<vigil::rules::RulesetSource, Failure> {
+    let source = match dir {
+        Some(dir) => vigil::rules::RulesetSource::load(dir),
+        None => vigil::rules::RulesetSource::shipped(),
+    };
+    source.map_err(|e| Failure::Input(format!("ruleset refused:\n{e}")))
+}

@@ -143,6 +143,12 @@ impl Pipeline {
         &self.rules
     }
 
+    /// Forgets all state and counts (between rule test cases).
+    pub fn reset_state(&mut self) {
+        self.state = State::new(self.state.config.clone());
+        self.stats = Stats::default();
+    }
+
     /// Swaps the ruleset between two events; state is kept.
     pub fn replace_rules(&mut self, rules: RuleHost) -> RuleHost {
         std::mem::replace(&mut self.rules, rules)

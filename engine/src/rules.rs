@@ -6,6 +6,7 @@
 //! or `()` when it does not. Rules are isolated from each other: each runs
 //! in the same scope, rewound after it, with the views as constants.
 
+pub mod cases;
 mod load;
 pub mod view;
 
@@ -248,5 +249,17 @@ mod tests {
         let out = run(host);
         assert_eq!(out.faults.len(), 1);
         assert_eq!(out.reasons.len(), 1);
+    }
+}
+
+mod shipped {
+    include!(concat!(env!("OUT_DIR"), "/shipped_rules.rs"));
+}
+
+impl RulesetSource {
+    /// The ruleset shipped in `rules/`, embedded at build time.
+    pub fn shipped() -> Result<RulesetSource, RulesetError> {
+        let rules = shipped::SHIPPED_RULES.iter().map(|(name, text)| (format!("rules/{name}"), (*text).to_owned())).collect();
+        RulesetSource::from_texts(std::path::Path::new("rules"), Some(shipped::SHIPPED_CONFIG), rules)
     }
 }

@@ -203,7 +203,9 @@ impl RulesetSource {
         let mut rules = rules;
         rules.sort_by(|a, b| a.0.cmp(&b.0));
         for (file, text) in rules {
-            hasher.update(file.as_bytes());
+            // The version hashes bare file names, so it does not depend on where the folder is.
+            let bare = Path::new(&file).file_name().map_or(file.as_str(), |n| n.to_str().unwrap_or_default());
+            hasher.update(bare.as_bytes());
             hasher.update([0]);
             hasher.update(text.as_bytes());
             hasher.update([0]);
