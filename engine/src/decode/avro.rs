@@ -31,8 +31,9 @@ pub const DECISION_AVSC: &str = include_str!("../../../schemas/decision.avsc");
 pub const CONTROL_COMMAND_AVSC: &str = include_str!("../../../schemas/control_command.avsc");
 
 /// Schema ids of the shipped schemas when no Schema Registry assigns them.
-/// A registry numbers schemas itself, so with one configured these mean
-/// nothing and ids come from the registry.
+/// A registry numbers schemas itself: with one, use
+/// [`AvroDecoder::with_registry`] so that every id comes from it, and
+/// [`AvroEncoder::with_ids`] with the ids it assigned.
 pub const ACTIVITY_EVENT_ID: u32 = 1;
 pub const SIGNAL_ID: u32 = 2;
 pub const DECISION_ID: u32 = 3;
@@ -48,6 +49,7 @@ const REGISTRY_TIMEOUT: Duration = Duration::from_secs(5);
 /// error for a while instead of each paying for another request.
 const RETRY_AFTER_UNKNOWN: Duration = Duration::from_secs(60);
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
+const MAX_REMEMBERED_FAILURES: usize = 1024;
 /// A schema is a few kilobytes; anything near this is not a schema response.
 const MAX_REGISTRY_RESPONSE: u64 = 4 * 1024 * 1024;
 /// apache-avro allocates what a length or item count in the datum claims
@@ -162,10 +164,8 @@ impl AvroDecoder {
         if !base.starts_with("http://") || base.len() <= "http://".len() {
             return Err(AvroError::Registry(format!("`{url}` is not an http:// url")));
         }
-        let config = ureq::Agent::config_builder()
-            .timeout_global(Some(REGISTRY_TIMEOUT))
-            .http_status_as_error(false)
-            .build();
+        let config =
+            ureq::Agent::config_builder().timeout_global(Some(REGISTRY_TIMEOUT)).http_status_as_error(false).build();
         self.registry = Some(Registry {
             base: base.to_owned(),
             agent: ureq::Agent::new_with_config(config),
@@ -229,17 +229,27 @@ impl Registry {
             }
         }
         let result = self.request(id);
-        if let Err((error, retry_after)) = &result {
-            lock(&self.failed).insert(id, (Instant::now() + *retry_after, error.clone()));
-        } else {
-            lock(&self.failed).remove(&id);
+        let mut failed = lock(&self.failed);
+        match &result {
+            Err((error, retry_after)) => {
+                let now = Instant::now();
+                // Garbage ids in a stream of bad records must not grow this forever.
+                if failed.len() >= MAX_REMEMBERED_FAILURES {
+                    failed.retain(|_, (until, _)| *until > now);
+                }
+                failed.insert(id, (now + *retry_after, error.clone()));
+            }
+            Ok(_) => {
+                failed.remove(&id);
+            }
         }
         result.map_err(|(error, _)| error)
     }
 
     fn request(&self, id: u32) -> Result<Schema, (DecodeError, Duration)> {
         let url = format!("{}/schemas/ids/{id}", self.base);
-        let failure = |reason: String| (DecodeError::Avro(format!("schema registry, id {id}: {reason}")), RETRY_AFTER_FAILURE);
+        let failure =
+            |reason: String| (DecodeError::Avro(format!("schema registry, id {id}: {reason}")), RETRY_AFTER_FAILURE);
         let mut response = self
             .agent
             .get(&url)
@@ -661,7 +671,8 @@ mod tests {
         assert!(matches!(input, Ok(Input::Signal(_))));
         assert_eq!(input, Ok(json_input(&signal)));
 
-        let minimal = json!({"signal_id": "s-2", "time": "2026-11-28T10:05:00Z", "kind": "agent_release", "agent_id": "a"});
+        let minimal =
+            json!({"signal_id": "s-2", "time": "2026-11-28T10:05:00Z", "kind": "agent_release", "agent_id": "a"});
         let bytes = wire(SIGNAL_ID, SIGNAL_AVSC, &minimal);
         assert_eq!(avro_input(&decoder, &bytes), Ok(json_input(&minimal)));
     }
@@ -719,10 +730,16 @@ mod tests {
     #[test]
     fn every_truncation_is_an_error() {
         let decoder = AvroDecoder::shipped().unwrap();
-        for event in [full_event(), json!({"event_id": "e", "time": "t", "agent_id": "a", "workload_id": "w", "kind": "k"})] {
+        for event in
+            [full_event(), json!({"event_id": "e", "time": "t", "agent_id": "a", "workload_id": "w", "kind": "k"})]
+        {
             let bytes = wire(ACTIVITY_EVENT_ID, ACTIVITY_EVENT_AVSC, &event);
             for cut in HEADER_LEN..bytes.len() {
-                assert_eq!(avro_message(decoder.decode(&bytes[..cut])), "datum of schema 1 is truncated", "cut at {cut}");
+                assert_eq!(
+                    avro_message(decoder.decode(&bytes[..cut])),
+                    "datum of schema 1 is truncated",
+                    "cut at {cut}"
+                );
             }
         }
     }
@@ -770,7 +787,9 @@ mod tests {
         assert_eq!(field_names(nested(&activity, "approval")), SPEC_APPROVAL_FIELDS);
         assert_eq!(field_names(&schema_json(SIGNAL_AVSC)), SPEC_SIGNAL_FIELDS);
 
-        for (text, required) in [(ACTIVITY_EVENT_AVSC, REQUIRED_ACTIVITY_FIELDS), (SIGNAL_AVSC, &["signal_id", "time", "kind"])] {
+        for (text, required) in
+            [(ACTIVITY_EVENT_AVSC, REQUIRED_ACTIVITY_FIELDS), (SIGNAL_AVSC, &["signal_id", "time", "kind"])]
+        {
             for field in schema_json(text)["fields"].as_array().unwrap() {
                 let name = field["name"].as_str().unwrap();
                 if required.contains(&name) {
@@ -787,7 +806,8 @@ mod tests {
     fn raw_record_has_exactly_the_schema_fields() {
         let activity = schema_json(ACTIVITY_EVENT_AVSC);
         let signal = schema_json(SIGNAL_AVSC);
-        let schema_fields: BTreeSet<String> = set(&field_names(&activity)).union(&set(&field_names(&signal))).cloned().collect();
+        let schema_fields: BTreeSet<String> =
+            set(&field_names(&activity)).union(&set(&field_names(&signal))).cloned().collect();
         assert_eq!(set(&struct_fields::<RawRecord>()), schema_fields);
         assert_eq!(set(&struct_fields::<RawIdentity>()), set(&field_names(nested(&activity, "identity"))));
         assert_eq!(set(&struct_fields::<RawScope>()), set(&field_names(nested(&activity, "scope"))));
@@ -849,7 +869,10 @@ mod tests {
         assert_eq!(keys(&decision), set(&field_names(&schema)));
         assert_eq!(keys(&decision["reasons"][0]), set(&field_names(nested(&schema, "reasons"))));
         assert_eq!(keys(&decision["faults"][0]), set(&field_names(nested(&schema, "faults"))));
-        assert_eq!(schema["fields"].as_array().unwrap().iter().find(|f| f["name"] == "faults").unwrap()["default"], json!([]));
+        assert_eq!(
+            schema["fields"].as_array().unwrap().iter().find(|f| f["name"] == "faults").unwrap()["default"],
+            json!([])
+        );
         let command = serde_json::to_value(sample_command()).unwrap();
         assert_eq!(keys(&command), set(&field_names(&schema_json(CONTROL_COMMAND_AVSC))));
     }
@@ -882,6 +905,9 @@ mod tests {
 
     fn read_datum<T: DeserializeOwned>(bytes: &[u8], id: u32, schema_text: &str) -> T {
         assert_eq!(bytes[..HEADER_LEN], [0, 0, 0, 0, id as u8]);
+        // Whichever decode runs first fixes apache-avro's allocation cap for
+        // the process; keep it the decoder's so the huge-length test holds.
+        apache_avro::util::max_allocation_bytes(MAX_AVRO_ALLOCATION);
         let schema = Schema::parse_str(schema_text).unwrap();
         let mut datum = &bytes[HEADER_LEN..];
         let value = apache_avro::from_avro_datum(&schema, &mut datum, None).unwrap();
@@ -896,7 +922,14 @@ mod tests {
         let read: DecisionRead = read_datum(&encoder.decision(&decision).unwrap(), DECISION_ID, DECISION_AVSC);
         assert_eq!(
             (&read.decision_id, &read.event_id, &read.time, &read.tenant, &read.agent_id, &read.workload_id),
-            (&decision.decision_id, &decision.event_id, &decision.time, &decision.tenant, &decision.agent_id, &decision.workload_id)
+            (
+                &decision.decision_id,
+                &decision.event_id,
+                &decision.time,
+                &decision.tenant,
+                &decision.agent_id,
+                &decision.workload_id
+            )
         );
         assert_eq!(read.task_id, decision.task_id);
         assert_eq!((read.decision.as_str(), read.score, read.mode.as_str()), ("step_up", 70, "shadow"));
@@ -928,7 +961,10 @@ mod tests {
         let command = sample_command();
         let read: CommandRead = read_datum(&encoder.control_command(&command).unwrap(), 40, CONTROL_COMMAND_AVSC);
         assert_eq!(read.command, "revoke_credentials");
-        assert_eq!((read.task_id, read.credential_ids, read.expires_at), (None, command.credential_ids, command.expires_at));
+        assert_eq!(
+            (read.task_id, read.credential_ids, read.expires_at),
+            (None, command.credential_ids, command.expires_at)
+        );
         assert_eq!(read.decision_id, "sig-1");
         let decision_bytes = encoder.decision(&sample_decision()).unwrap();
         assert_eq!(decision_bytes[..HEADER_LEN], [0, 0, 0, 0, 30]);
@@ -971,7 +1007,10 @@ mod tests {
         let Ok(Input::Activity(event)) = avro_input(&decoder, &bytes) else { panic!("a valid event") };
         assert_eq!(event.time.to_rfc3339(), "2026-11-28T09:00:00.250Z");
         assert_eq!((event.kind.as_str(), event.bytes, event.identity.verified), ("data_access", 12, true));
-        assert_eq!(decoder.decode(&wire(1, ACTIVITY_EVENT_AVSC, &full_event())).err(), Some(DecodeError::UnknownSchema(1)));
+        assert_eq!(
+            decoder.decode(&wire(1, ACTIVITY_EVENT_AVSC, &full_event())).err(),
+            Some(DecodeError::UnknownSchema(1))
+        );
 
         let shipped_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas");
         let decoder = AvroDecoder::from_schema_dir(&shipped_dir, &shipped_ids()).unwrap();

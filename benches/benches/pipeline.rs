@@ -1,0 +1,77 @@
+//! The in-process decision path, one core: decode → state → full shipped
+//! ruleset → decide → decision encode, over the demo's synthetic workload.
+//!
+//! `cargo bench -p vigil-benches --bench pipeline`
+
+use std::hint::black_box;
+use std::path::Path;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use vigil::pipeline::{Outputs, Pipeline};
+use vigil::rules::{RuleHost, RulesetSource};
+use vigil::source::Record;
+use vigil::state::StateConfig;
+use vigil::workload::{generate, WorkloadSpec};
+
+fn records() -> Vec<Record> {
+    let spec = WorkloadSpec { agents_per_tenant: 100, tasks_per_agent: 3, actions_per_task: 30, ..WorkloadSpec::default() };
+    generate(&spec)
+        .into_iter()
+        .map(|line| Record { payload: line.into_bytes(), ..Record::default() })
+        .collect()
+}
+
+fn pipeline(rules: RulesetSource) -> Pipeline {
+    match RuleHost::compile(rules) {
+        Ok(host) => Pipeline::new(host, StateConfig::default()),
+        Err(e) => unreachable!("the ruleset compiles: {e}"),
+    }
+}
+
+/// Runs every record and encodes every decision as the JSON sink would.
+fn pass(records: &[Record], rules: &RulesetSource, buf: &mut Vec<u8>) -> usize {
+    let mut p = pipeline(rules.clone());
+    let mut out = Outputs::default();
+    for record in records {
+        out.clear();
+        p.process(record, &mut out);
+        buf.clear();
+        for d in &out.decisions {
+            let _ = serde_json::to_writer(&mut *buf, d);
+        }
+        for a in &out.alerts {
+            let _ = serde_json::to_writer(&mut *buf, a);
+        }
+        black_box(&buf);
+    }
+    records.len()
+}
+
+fn bench(c: &mut Criterion) {
+    let records = records();
+    let shipped = match RulesetSource::shipped() {
+        Ok(s) => s,
+        Err(e) => unreachable!("the shipped ruleset loads: {e}"),
+    };
+    let empty = match RulesetSource::from_texts(Path::new("none"), None, Vec::new()) {
+        Ok(s) => s,
+        Err(e) => unreachable!("{e}"),
+    };
+    let mut group = c.benchmark_group("pipeline");
+    group.throughput(Throughput::Elements(records.len() as u64));
+    group.sample_size(10);
+    let mut buf = Vec::with_capacity(1 << 16);
+    group.bench_function("shipped_ruleset", |b| b.iter(|| pass(&records, &shipped, &mut buf)));
+    group.bench_function("no_rules", |b| b.iter(|| pass(&records, &empty, &mut buf)));
+    group.bench_function("decode_only", |b| {
+        b.iter(|| {
+            for r in &records {
+                black_box(vigil::decode::decode_json(&r.payload).is_ok());
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
