@@ -62,6 +62,13 @@ fn bench(c: &mut Criterion) {
     group.sample_size(10);
     let mut buf = Vec::with_capacity(1 << 16);
     group.bench_function("shipped_ruleset", |b| b.iter(|| pass(&records, &shipped, &mut buf)));
+    let trivial = RulesetSource::from_texts(
+        Path::new("trivial"),
+        None,
+        (0..13).map(|i| (format!("t{i}.rhai"), format!("// id: t{i}\n()\n"))).collect(),
+    )
+    .unwrap_or_else(|e| unreachable!("{e}"));
+    group.bench_function("trivial_13_rules", |b| b.iter(|| pass(&records, &trivial, &mut buf)));
     group.bench_function("no_rules", |b| b.iter(|| pass(&records, &empty, &mut buf)));
     group.bench_function("decode_only", |b| {
         b.iter(|| {
