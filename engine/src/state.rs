@@ -198,8 +198,9 @@ impl State {
                 .entry(agent_key)
                 .or_insert_with(|| Rc::new(AgentState::new(tenant, &event.agent_id, &event.workload_id, now))),
         );
-        fold_agent(agent, event, depth, decision, capacity);
-        if decision.decision == Verdict::StepUp && commands.iter().any(|c| c.command == CommandKind::StepUp) {
+        let asked = commands.iter().any(|c| c.command == CommandKind::StepUp);
+        fold_agent(agent, event, depth, decision, asked, capacity);
+        if decision.decision == Verdict::StepUp && asked {
             agent.pending_step_ups.push(PendingStepUp {
                 decision_id: decision.decision_id.clone(),
                 task_id: event.task_id.clone(),
@@ -466,7 +467,9 @@ impl State {
     }
 }
 
-fn fold_agent(agent: &mut AgentState, event: &ActivityEvent, depth: u32, decision: &Decision, capacity: usize) {
+/// `asked_approval`: the decision sent a step-up to a human (a repeat while
+/// one is pending does not count again).
+fn fold_agent(agent: &mut AgentState, event: &ActivityEvent, depth: u32, decision: &Decision, asked_approval: bool, capacity: usize) {
     let now = event.time;
     agent.last_seen = agent.last_seen.max(now);
     if agent.workload_id != event.workload_id {
@@ -474,7 +477,7 @@ fn fold_agent(agent: &mut AgentState, event: &ActivityEvent, depth: u32, decisio
     }
     let tally = Tally {
         actions: 1,
-        step_ups: u32::from(decision.decision == Verdict::StepUp),
+        step_ups: u32::from(asked_approval),
         denials: u32::from(decision.decision >= Verdict::Deny),
         bytes: event.bytes,
         egress: if event.kind == EventKind::NetworkEgress { event.bytes } else { 0 },

@@ -185,14 +185,26 @@ fn benign_agent(trace: &mut Trace, rng: &mut Rng, spec: &WorkloadSpec, actor: &m
         actor.wait(rng, 100, 600);
         actor.event(trace, "credential_issued", task, json!({"credential": {"id": format!("{}-cred-{t}", actor.agent), "scopes": ["crm/customers:read", "docs/wiki:read"], "ttl_s": 3600}}));
         let cred = format!("{}-cred-{t}", actor.agent);
+        let mut chain = 0;
+        let (mut last_pick, mut run) = (usize::MAX, 0);
         for _ in 0..spec.actions_per_task {
             actor.wait(rng, 1500, 9000);
-            let parent = if rng.chance(30) { actor.last_event.clone() } else { None };
+            // Benign chains stay short: a few tool calls feeding each other.
+            chain = if rng.chance(30) && chain < 4 { chain + 1 } else { 0 };
+            let parent = if chain > 0 { actor.last_event.clone() } else { None };
             if rng.chance(12) {
                 let bytes = rng.range(1_000, 200_000);
                 actor.event(trace, "network_egress", task, json!({"tool": "http.post", "target": "api.partner.example.com", "operation": "write", "data_class": "internal", "bytes": bytes, "parent_event_id": parent, "credential": {"id": cred}, "trust_boundary": "internet"}));
             } else {
-                let (tool, target, op, class) = *rng.pick(&TOOLS);
+                // A benign agent varies its calls; it does not loop on one.
+                let mut pick = rng.range(0, TOOLS.len() as u64) as usize;
+                run = if pick == last_pick { run + 1 } else { 1 };
+                if run > 3 {
+                    pick = (pick + 1) % TOOLS.len();
+                    run = 1;
+                }
+                last_pick = pick;
+                let (tool, target, op, class) = TOOLS[pick];
                 let kind = if tool == "sql.query" { "data_access" } else { "tool_call" };
                 let bytes = rng.range(200, 50_000);
                 actor.event(trace, kind, task, json!({"tool": tool, "target": target, "operation": op, "data_class": class, "bytes": bytes, "parent_event_id": parent, "credential": {"id": cred}}));

@@ -18,7 +18,8 @@
 //! Events get `event_id: e<N>` and a time one `step_s` after the previous
 //! (default 1 s) unless they say otherwise; `after_s` on an event advances
 //! the clock by that much instead. `event` in an expectation is the event's
-//! 1-based position or its `event_id`.
+//! 1-based position or its `event_id`. An approval's `decision_id: "@x1"`
+//! names the decision made on event `x1`.
 
 use std::path::{Path, PathBuf};
 
@@ -172,6 +173,7 @@ fn run_case(pipeline: &mut Pipeline, file_defaults: &Map<String, Value>, case: &
             event.entry("event_id").or_insert_with(|| format!("e{}", i + 1).into());
         }
         event.entry("time").or_insert_with(|| crate::event::Timestamp(clock).to_rfc3339().into());
+        resolve_decision_ref(&mut event);
         ids.push(event.get("event_id").and_then(Value::as_str).unwrap_or_default().to_owned());
         let record = Record {
             payload: Value::Object(event).to_string().into_bytes(),
@@ -229,6 +231,20 @@ fn run_case(pipeline: &mut Pipeline, file_defaults: &Map<String, Value>, case: &
         failures.push(format!("event {} was refused: {}", d.origin.offset, d.error));
     }
     failures
+}
+
+/// `approval.decision_id: "@x1"` names the decision on event `x1` of the
+/// same agent, since decision ids are hashes a case author cannot write.
+fn resolve_decision_ref(event: &mut Map<String, Value>) {
+    let tenant = event.get("tenant").and_then(Value::as_str).unwrap_or("default").to_owned();
+    let agent = event.get("agent_id").and_then(Value::as_str).unwrap_or_default().to_owned();
+    if let Some(Value::Object(approval)) = event.get_mut("approval") {
+        if let Some(Value::String(id)) = approval.get_mut("decision_id") {
+            if let Some(event_id) = id.strip_prefix('@') {
+                *id = crate::verdict::stable_id("d", &[&tenant, &agent, event_id]);
+            }
+        }
+    }
 }
 
 fn check_decision(expect: &Expect, decision: &Decision, failures: &mut Vec<String>) {
