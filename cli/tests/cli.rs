@@ -1,0 +1,103 @@
+//! The command line as a user meets it: exit codes, messages, files.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn vigil(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| unreachable!("cannot run vigil: {e}"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+const RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules");
+
+#[test]
+fn demo_runs_to_completion_and_writes_its_outputs() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("{e}"));
+    let out = dir.path().join("demo");
+    let run = vigil(&["demo", "--out", out.to_str().unwrap_or_default(), "--agents", "5", "--tasks", "2"]);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    let stdout = text(&run.stdout);
+    for verdict in ["allow", "step_up", "deny", "revoke"] {
+        let line = stdout.lines().find(|l| l.trim_start().starts_with(verdict)).unwrap_or_default();
+        let n: u64 = line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or(0);
+        assert!(n > 0, "the summary shows no {verdict}:\n{stdout}");
+    }
+    for file in ["decisions.jsonl", "alerts.jsonl", "control.jsonl", "dlq.jsonl"] {
+        let len = std::fs::metadata(out.join(file)).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 0, "{file} is empty");
+    }
+}
+
+#[test]
+fn run_on_a_file_decides_and_dead_letters() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("{e}"));
+    let input = dir.path().join("in.jsonl");
+    let good = r#"{"event_id":"e1","time":"2026-11-28T10:00:00Z","agent_id":"a1","workload_id":"spiffe://acme.example/a1","identity":{"method":"x509_svid","verified":true},"kind":"tool_call","tool":"docs.search","target":"docs/x","data_class":"public"}"#;
+    std::fs::write(&input, format!("{good}\nnot json\n\n{}\n", good.replace("e1", "e2"))).unwrap_or_default();
+    let out = dir.path().join("out");
+    let run = vigil(&["run", "--input", input.to_str().unwrap_or_default(), "--out", out.to_str().unwrap_or_default()]);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    let decisions = std::fs::read_to_string(out.join("decisions.jsonl")).unwrap_or_default();
+    assert_eq!(decisions.lines().count(), 2);
+    let dlq = std::fs::read_to_string(out.join("dlq.jsonl")).unwrap_or_default();
+    assert!(dlq.contains("\"offset\":2") && dlq.contains("\"record\":\"not json\"") && dlq.contains("malformed json"), "{dlq}");
+    assert!(text(&run.stderr).contains("1 dead letters"), "{}", text(&run.stderr));
+}
+
+#[test]
+fn a_broken_rule_is_reported_with_file_and_line_and_exit_1() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("{e}"));
+    for entry in std::fs::read_dir(RULES).into_iter().flatten().flatten() {
+        if entry.path().is_file() {
+            let _ = std::fs::copy(entry.path(), dir.path().join(entry.file_name()));
+        }
+    }
+    let ok = vigil(&["rules", "check", dir.path().to_str().unwrap_or_default()]);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
+    std::fs::write(dir.path().join("broken.rhai"), "// id: broken\n\nif event.tool == {\n").unwrap_or_default();
+    let bad = vigil(&["rules", "check", dir.path().to_str().unwrap_or_default()]);
+    assert_eq!(bad.status.code(), Some(1));
+    let err = text(&bad.stderr);
+    assert!(err.contains("broken.rhai:3:") || err.contains("broken.rhai:4:"), "{err}");
+}
+
+#[test]
+fn rules_test_reports_per_case_and_json() {
+    let run = vigil(&["rules", "test", RULES]);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stdout));
+    assert!(text(&run.stdout).contains("PASS"));
+    let json = vigil(&["rules", "test", RULES, "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap_or_default();
+    assert_eq!(report["failed"], 0);
+    assert!(report["passed"].as_u64().unwrap_or(0) > 20);
+}
+
+#[test]
+fn a_failing_case_exits_1_with_the_difference() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("{e}"));
+    std::fs::create_dir_all(dir.path().join("tests")).unwrap_or_default();
+    std::fs::write(dir.path().join("always.rhai"), "// id: always\nfinding(70, \"always\")\n").unwrap_or_default();
+    let case = "cases:\n  - name: expects allow\n    events:\n      - {kind: tool_call, agent_id: a, workload_id: \"spiffe://x.example/a\"}\n    expect:\n      - {event: 1, decision: allow}\n";
+    std::fs::write(dir.path().join("tests/always.yaml"), case).unwrap_or_default();
+    let run = vigil(&["rules", "test", dir.path().to_str().unwrap_or_default()]);
+    assert_eq!(run.status.code(), Some(1));
+    let out = text(&run.stdout);
+    assert!(out.contains("FAIL expects allow") && out.contains("expected allow, got deny"), "{out}");
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    assert_eq!(vigil(&["run"]).status.code(), Some(2));
+    assert_eq!(vigil(&["frobnicate"]).status.code(), Some(2));
+    assert_eq!(vigil(&["rules", "check", "/nonexistent/rules"]).status.code(), Some(2));
+    let missing = Path::new("/nonexistent/input.jsonl");
+    let run = vigil(&["run", "--input", missing.to_str().unwrap_or_default(), "--out", "/tmp/never"]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(text(&run.stderr).contains("input.jsonl"));
+}
