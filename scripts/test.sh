@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what the build needs, starts a real Kafka
+# broker for the integration tests, runs every test, and stops the broker.
+#
+#   scripts/test.sh            # everything
+#   scripts/test.sh -- NAME    # only tests whose name contains NAME
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+need_apt=()
+command -v cmake >/dev/null || need_apt+=(cmake)
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+command -v c++ >/dev/null || need_apt+=(g++)
+[ -f /usr/include/curl/curl.h ] || need_apt+=(libcurl4-openssl-dev)
+[ -f /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
+[ -f /usr/include/zlib.h ] || need_apt+=(zlib1g-dev)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "installing ${need_apt[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null; then
+  echo "cargo is missing: install Rust (https://rustup.rs) first" >&2
+  exit 2
+fi
+
+scripts/kafka.sh fetch
+eval "$(scripts/kafka.sh start)"
+trap 'scripts/kafka.sh stop --dir "$KAFKA_DIR" --purge >/dev/null 2>&1 || true' EXIT
+export VIGIL_TEST_BROKERS="$KAFKA_BROKERS"
+echo "kafka broker on $KAFKA_BROKERS" >&2
+
+filter=()
+if [ "${1:-}" = "--" ]; then
+  shift
+  filter=("$@")
+fi
+cargo test --workspace --release --locked -- "${filter[@]}"
+cargo run --release --locked -q -p vigil -- rules test rules
