@@ -15,9 +15,11 @@
 //! `state`, `rules` and `decide` know nothing of Kafka, threads or clocks:
 //! the same input always gives the same bytes out.
 
+pub mod config;
 pub mod decide;
 pub mod decode;
 pub mod event;
+pub mod kafka;
 pub mod pipeline;
 pub mod rules;
 pub mod sink;

@@ -2,6 +2,7 @@
 //! the record's origin, so it can tie outputs to input positions.
 
 pub mod jsonl;
+pub mod kafka;
 
 use crate::pipeline::Outputs;
 use crate::source::Origin;

@@ -2,6 +2,7 @@
 //! loop allocates nothing per record.
 
 pub mod file;
+pub mod kafka;
 
 /// Where a record came from: a file and line, or a topic, partition and offset.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,0 +1,317 @@
+//! The engine's configuration on Kafka, as read from a TOML file.
+//!
+//! Every field has a default, so a file only names what differs; unknown
+//! fields are refused so that a typo is an error, not a silently ignored
+//! setting.
+//!
+//! ```toml
+//! brokers = "127.0.0.1:9092"
+//! group_id = "vigil"
+//! delivery = "exactly_once"      # or "at_least_once"
+//! commit_interval_ms = 50
+//! workers = 2
+//!
+//! [topics]
+//! activity = "agent.activity"
+//!
+//! [properties]                   # any librdkafka property, for every client
+//! "security.protocol" = "SASL_PLAINTEXT"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How outputs and consumed offsets are tied together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Outputs and consumed offsets commit in one Kafka transaction; a
+    /// `read_committed` subscriber sees every output exactly once, one
+    /// commit interval late.
+    #[default]
+    ExactlyOnce,
+    /// Outputs are visible as soon as they are written; offsets are committed
+    /// once the broker acknowledged them. After a failure a subscriber may see
+    /// an output twice and deduplicates on `decision_id` / `command_id`.
+    AtLeastOnce,
+}
+
+impl Delivery {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::ExactlyOnce => "exactly_once",
+            Delivery::AtLeastOnce => "at_least_once",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Delivery> {
+        match text.trim().replace('-', "_").as_str() {
+            "exactly_once" => Some(Delivery::ExactlyOnce),
+            "at_least_once" => Some(Delivery::AtLeastOnce),
+            _ => None,
+        }
+    }
+}
+
+/// Topic names (SPEC §2). Every output is keyed by `agent_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Topics {
+    pub activity: String,
+    pub signals: String,
+    pub decisions: String,
+    pub alerts: String,
+    pub control: String,
+    pub dlq: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics {
+            activity: "agent.activity".into(),
+            signals: "agent.signals".into(),
+            decisions: "vigil.decisions".into(),
+            alerts: "vigil.alerts".into(),
+            control: "vigil.control".into(),
+            dlq: "vigil.dlq".into(),
+        }
+    }
+}
+
+impl Topics {
+    /// Every topic with the role it plays, inputs first.
+    pub fn all(&self) -> [(&'static str, &str); 6] {
+        [
+            ("activity", &self.activity),
+            ("signals", &self.signals),
+            ("decisions", &self.decisions),
+            ("alerts", &self.alerts),
+            ("control", &self.control),
+            ("dlq", &self.dlq),
+        ]
+    }
+}
+
+/// How topics are created, by `vigil topics create` or at start-up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicCreation {
+    /// Create missing topics when the engine starts.
+    pub at_startup: bool,
+    pub partitions: i32,
+    pub replication: i32,
+}
+
+impl Default for TopicCreation {
+    fn default() -> Self {
+        TopicCreation { at_startup: true, partitions: 6, replication: 1 }
+    }
+}
+
+/// Where Avro schema ids resolve. Without anything set, the schemas shipped
+/// in `schemas/` answer ids 1 to 4.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AvroSettings {
+    /// A Schema Registry (`http://host:port`) for ids no local schema answers.
+    pub registry: Option<String>,
+    /// A folder of `.avsc` files, used with `ids` instead of the shipped schemas.
+    pub schema_dir: Option<PathBuf>,
+    /// Schema id to file name in `schema_dir`, e.g. `"1" = "activity_event.avsc"`.
+    pub ids: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port…]`.
+    pub brokers: String,
+    /// The consumer group of the activity topic; also the prefix of each
+    /// worker's `transactional.id` (`<group_id>-<worker>`).
+    pub group_id: String,
+    pub delivery: Delivery,
+    /// The longest an output waits for its transaction (exactly once) or its
+    /// offset commit (at least once).
+    pub commit_interval_ms: u64,
+    /// A transaction also ends after this many input records.
+    pub commit_max_records: usize,
+    /// Independent group members in this process, one thread each.
+    pub workers: usize,
+    pub topics: Topics,
+    pub create_topics: TopicCreation,
+    pub avro: AvroSettings,
+    /// librdkafka properties for every client (consumers and producers).
+    pub properties: BTreeMap<String, String>,
+    /// librdkafka properties for the consumers only.
+    pub consumer_properties: BTreeMap<String, String>,
+    /// librdkafka properties for the producers only.
+    pub producer_properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "vigil".into(),
+            delivery: Delivery::ExactlyOnce,
+            commit_interval_ms: 50,
+            commit_max_records: 20_000,
+            workers: 1,
+            topics: Topics::default(),
+            create_topics: TopicCreation::default(),
+            avro: AvroSettings::default(),
+            properties: BTreeMap::new(),
+            consumer_properties: BTreeMap::new(),
+            producer_properties: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read `{path}`: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("`{path}`: {error}")]
+    Parse { path: PathBuf, error: Box<toml::de::Error> },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl KafkaConfig {
+    pub fn load(path: &Path) -> Result<KafkaConfig, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.to_path_buf(), error })?;
+        KafkaConfig::from_toml(&text)
+            .map_err(|error| match error {
+                ConfigError::Parse { error, .. } => ConfigError::Parse { path: path.to_path_buf(), error },
+                other => other,
+            })
+    }
+
+    pub fn from_toml(text: &str) -> Result<KafkaConfig, ConfigError> {
+        let config: KafkaConfig =
+            toml::from_str(text).map_err(|error| ConfigError::Parse { path: PathBuf::new(), error: Box::new(error) })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn commit_interval(&self) -> Duration {
+        Duration::from_millis(self.commit_interval_ms)
+    }
+
+    /// The schema id map of `[avro] ids`, checked.
+    pub fn avro_ids(&self) -> Result<BTreeMap<u32, String>, ConfigError> {
+        self.avro
+            .ids
+            .iter()
+            .map(|(id, file)| {
+                id.trim()
+                    .parse::<u32>()
+                    .map(|id| (id, file.clone()))
+                    .map_err(|_| ConfigError::Invalid(format!("avro schema id `{id}` is not a number")))
+            })
+            .collect()
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.brokers.trim().is_empty() {
+            return invalid("`brokers` is empty".into());
+        }
+        if self.group_id.trim().is_empty() {
+            return invalid("`group_id` is empty".into());
+        }
+        if self.workers == 0 {
+            return invalid("`workers` must be at least 1".into());
+        }
+        if self.commit_interval_ms == 0 {
+            return invalid("`commit_interval_ms` must be at least 1".into());
+        }
+        if self.commit_max_records == 0 {
+            return invalid("`commit_max_records` must be at least 1".into());
+        }
+        for (role, name) in self.topics.all() {
+            if name.trim().is_empty() {
+                return invalid(format!("topic `{role}` has no name"));
+            }
+        }
+        if self.topics.activity == self.topics.signals {
+            return invalid(format!("activity and signals need two topics, both are `{}`", self.topics.activity));
+        }
+        if self.create_topics.partitions < 1 || self.create_topics.replication < 1 {
+            return invalid("`create_topics` needs at least 1 partition and 1 replica".into());
+        }
+        if !self.avro.ids.is_empty() && self.avro.schema_dir.is_none() {
+            return invalid("`avro.ids` needs `avro.schema_dir`".into());
+        }
+        self.avro_ids()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_the_spec_defaults() {
+        let config = KafkaConfig::from_toml("").ok();
+        assert_eq!(config, Some(KafkaConfig::default()));
+        let topics = Topics::default();
+        assert_eq!(topics.activity, "agent.activity");
+        assert_eq!(topics.signals, "agent.signals");
+        assert_eq!(topics.decisions, "vigil.decisions");
+        assert_eq!(topics.alerts, "vigil.alerts");
+        assert_eq!(topics.control, "vigil.control");
+        assert_eq!(topics.dlq, "vigil.dlq");
+        assert_eq!(KafkaConfig::default().delivery, Delivery::ExactlyOnce);
+    }
+
+    #[test]
+    fn a_file_sets_what_it_names() {
+        let text = r#"
+            brokers = "kafka:9092"
+            delivery = "at_least_once"
+            workers = 3
+            [topics]
+            decisions = "out.decisions"
+            [properties]
+            "socket.keepalive.enable" = "true"
+            [avro]
+            schema_dir = "schemas"
+            ids = { "7" = "activity_event.avsc" }
+        "#;
+        let config = KafkaConfig::from_toml(text);
+        assert!(config.is_ok(), "{config:?}");
+        let Ok(config) = config else { return };
+        assert_eq!(config.brokers, "kafka:9092");
+        assert_eq!(config.delivery, Delivery::AtLeastOnce);
+        assert_eq!(config.workers, 3);
+        assert_eq!(config.topics.decisions, "out.decisions");
+        assert_eq!(config.topics.activity, "agent.activity");
+        assert_eq!(config.properties.get("socket.keepalive.enable").map(String::as_str), Some("true"));
+        assert_eq!(config.avro_ids().ok().and_then(|ids| ids.get(&7).cloned()).as_deref(), Some("activity_event.avsc"));
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_refused() {
+        assert!(matches!(KafkaConfig::from_toml("broker = \"x\""), Err(ConfigError::Parse { .. })));
+        assert!(matches!(KafkaConfig::from_toml("[topics]\nactivty = \"x\""), Err(ConfigError::Parse { .. })));
+        assert!(matches!(KafkaConfig::from_toml("delivery = \"maybe\""), Err(ConfigError::Parse { .. })));
+        assert!(matches!(KafkaConfig::from_toml("workers = 0"), Err(ConfigError::Invalid(_))));
+        assert!(matches!(
+            KafkaConfig::from_toml("[topics]\nsignals = \"agent.activity\""),
+            Err(ConfigError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn delivery_parses_both_spellings() {
+        assert_eq!(Delivery::parse("exactly-once"), Some(Delivery::ExactlyOnce));
+        assert_eq!(Delivery::parse("at_least_once"), Some(Delivery::AtLeastOnce));
+        assert_eq!(Delivery::parse("sometimes"), None);
+    }
+}

@@ -1,0 +1,177 @@
+//! The engine on Kafka: N workers, each a consumer group member on its own
+//! thread with its own pipeline, signals consumer and producer.
+//!
+//! A worker is [`crate::pipeline::run`] between a [`KafkaSource`] and a
+//! [`KafkaSink`], called once per batch. The source ends a batch when the
+//! commit interval has passed; `run` then flushes the sink, which commits
+//! the batch: exactly once, its outputs and the input offsets in one
+//! transaction; at least once, the offsets after the broker acknowledged
+//! the outputs.
+//!
+//! After each commit the worker keeps a copy of its state (entries are
+//! shared `Rc`s, so the copy is cheap). When a batch fails (the broker went
+//! away for longer than a transaction lives, a fenced producer), the batch
+//! is aborted, the consumers seek back to the last commit and the state is
+//! put back to that copy, so the batch is decided again exactly as before
+//! and no committed output is lost or repeated. When a client fails for
+//! good, the worker rebuilds its clients and resumes from the committed
+//! offsets.
+//!
+//! [`KafkaSource`]: crate::source::kafka::KafkaSource
+//! [`KafkaSink`]: crate::sink::kafka::KafkaSink
+
+pub mod admin;
+mod backoff;
+pub(crate) mod client;
+pub(crate) mod outbox;
+pub(crate) mod rebalance;
+mod worker;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+pub use admin::{create_topics, TopicOutcome};
+
+use crate::config::{ConfigError, KafkaConfig};
+use crate::decode::avro::AvroDecoder;
+use crate::pipeline::Stats;
+use crate::rules::{RuleHost, RulesetSource};
+use crate::state::StateConfig;
+use crate::verdict::Mode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaEngineError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("kafka: {0}")]
+    Client(String),
+    #[error("ruleset refused:\n{0}")]
+    Rules(String),
+    #[error("avro schemas: {0}")]
+    Avro(String),
+    #[error("worker {worker} stopped: {reason}")]
+    Worker { worker: usize, reason: String },
+}
+
+/// What every worker does with a record.
+#[derive(Debug, Clone)]
+pub enum Work {
+    /// Decide it: the engine.
+    Decide { ruleset: RulesetSource, state: StateConfig, mode: Mode },
+    /// Produce its bytes unchanged to the decisions topic, with the same
+    /// batching and delivery mode: a baseline for the load harness.
+    PassThrough,
+}
+
+/// What one worker did, counting committed work only.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerReport {
+    pub worker: usize,
+    pub stats: Stats,
+    pub commits: u64,
+    pub aborts: u64,
+    /// How often the worker rebuilt its clients after a fatal error.
+    pub restarts: u64,
+}
+
+/// The decoder for Avro inputs: the shipped schemas, or `[avro]
+/// schema_dir` and `ids`, plus the registry if one is configured.
+pub fn avro_decoder(config: &KafkaConfig) -> Result<AvroDecoder, KafkaEngineError> {
+    let avro = |e: crate::decode::avro::AvroError| KafkaEngineError::Avro(e.to_string());
+    let decoder = match &config.avro.schema_dir {
+        Some(dir) => AvroDecoder::from_schema_dir(dir, &config.avro_ids()?).map_err(avro)?,
+        None => AvroDecoder::shipped().map_err(avro)?,
+    };
+    match &config.avro.registry {
+        Some(url) => decoder.and_registry(url).map_err(avro),
+        None => Ok(decoder),
+    }
+}
+
+/// Runs `config.workers` workers until `shutdown` is set, then commits what
+/// they hold and returns what each did.
+pub fn run(config: &KafkaConfig, work: &Work, shutdown: Arc<AtomicBool>) -> Result<Vec<WorkerReport>, KafkaEngineError> {
+    config.validate()?;
+    // Refuse a bad ruleset or schema here, once, rather than in every worker.
+    if let Work::Decide { ruleset, .. } = work {
+        RuleHost::compile(ruleset.clone()).map_err(|e| KafkaEngineError::Rules(e.to_string()))?;
+    }
+    avro_decoder(config)?;
+    if config.create_topics.at_startup {
+        for (topic, outcome) in create_topics(config)? {
+            if outcome == TopicOutcome::Created {
+                tracing::info!(topic, "topic created");
+            }
+        }
+    }
+    let config = Arc::new(config.clone());
+    let mut handles = Vec::with_capacity(config.workers);
+    for index in 0..config.workers {
+        let (config, work, stop) = (Arc::clone(&config), work.clone(), Arc::clone(&shutdown));
+        let handle = std::thread::Builder::new()
+            .name(format!("vigil-worker-{index}"))
+            .spawn(move || {
+                let result = worker::run(index, &config, &work, &stop);
+                if result.is_err() {
+                    // One worker cannot go on: stop the others too rather
+                    // than leave its partitions undecided.
+                    stop.store(true, Ordering::Relaxed);
+                }
+                result
+            })
+            .map_err(|e| KafkaEngineError::Client(format!("cannot start worker {index}: {e}")));
+        match handle {
+            Ok(handle) => handles.push(handle),
+            Err(error) => {
+                shutdown.store(true, Ordering::Relaxed);
+                for handle in handles {
+                    let _ = handle.join();
+                }
+                return Err(error);
+            }
+        }
+    }
+    let mut reports = Vec::with_capacity(handles.len());
+    let mut failure = None;
+    for (index, handle) in handles.into_iter().enumerate() {
+        match handle.join() {
+            Ok(Ok(report)) => reports.push(report),
+            Ok(Err(error)) => failure = failure.or(Some(error)),
+            Err(_) => {
+                failure = failure.or(Some(KafkaEngineError::Worker { worker: index, reason: "panicked".into() }))
+            }
+        }
+    }
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(reports),
+    }
+}
+
+/// Sums the workers' counts.
+pub fn total(reports: &[WorkerReport]) -> Stats {
+    let mut total = Stats::default();
+    for r in reports {
+        let s = &r.stats;
+        total.records += s.records;
+        total.events += s.events;
+        total.signals += s.signals;
+        total.alerts += s.alerts;
+        for (k, v) in &s.decisions {
+            *total.decisions.entry(*k).or_default() += v;
+        }
+        for (k, v) in &s.commands {
+            *total.commands.entry(*k).or_default() += v;
+        }
+        for (k, v) in &s.dead_letters {
+            *total.dead_letters.entry(k).or_default() += v;
+        }
+        for (k, v) in &s.rules_fired {
+            *total.rules_fired.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &s.rule_faults {
+            *total.rule_faults.entry(k.clone()).or_default() += v;
+        }
+    }
+    total
+}

@@ -1,0 +1,151 @@
+//! librdkafka client settings and the contexts that route its logs,
+//! errors and failed deliveries into `tracing`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::KafkaError;
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::ProducerContext;
+use rdkafka::ClientConfig;
+
+use crate::config::{Delivery, KafkaConfig};
+
+/// Logs what librdkafka reports, with the worker it belongs to.
+#[derive(Debug)]
+pub(crate) struct ClientLog {
+    pub worker: usize,
+    pub role: &'static str,
+}
+
+pub(crate) fn log_rdkafka(worker: usize, role: &str, level: RDKafkaLogLevel, facility: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+            tracing::error!(worker, role, facility, "{message}")
+        }
+        RDKafkaLogLevel::Warning => tracing::warn!(worker, role, facility, "{message}"),
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => tracing::info!(worker, role, facility, "{message}"),
+        RDKafkaLogLevel::Debug => tracing::debug!(worker, role, facility, "{message}"),
+    }
+}
+
+/// Broker outages surface here first; librdkafka reconnects by itself, so
+/// these are reports, not actions.
+pub(crate) fn report_error(worker: usize, role: &str, error: &KafkaError, reason: &str) {
+    tracing::warn!(worker, role, error = %error, reason, "kafka client error");
+}
+
+impl ClientContext for ClientLog {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        log_rdkafka(self.worker, self.role, level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        report_error(self.worker, self.role, &error, reason);
+    }
+}
+
+impl ConsumerContext for ClientLog {}
+
+/// The producer's context: counts outputs the broker refused for good, so
+/// that at-least-once delivery never commits offsets past a lost output.
+/// Only failures are reported (`delivery.report.only.error`).
+#[derive(Debug)]
+pub(crate) struct DeliveryLog {
+    pub worker: usize,
+    pub failures: AtomicU64,
+}
+
+impl ClientContext for DeliveryLog {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        log_rdkafka(self.worker, "producer", level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        report_error(self.worker, "producer", &error, reason);
+    }
+}
+
+impl ProducerContext for DeliveryLog {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((error, message)) = result {
+            use rdkafka::Message;
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(worker = self.worker, topic = message.topic(), error = %error, "output not delivered");
+        }
+    }
+}
+
+/// Adds the brokers and the operator's own properties, which win over
+/// ours.
+fn finish(mut client: ClientConfig, config: &KafkaConfig, extra: &BTreeMap<String, String>) -> ClientConfig {
+    client.set("bootstrap.servers", &config.brokers);
+    // Logs reach `tracing` through the contexts above; debug lines are
+    // filtered there, not here.
+    client.set_log_level(RDKafkaLogLevel::Info);
+    for (key, value) in config.properties.iter().chain(extra) {
+        client.set(key, value);
+    }
+    client
+}
+
+/// A consumer that commits nothing by itself: offsets are committed only
+/// with the outputs they produced.
+pub(crate) fn consumer(config: &KafkaConfig, group_id: &str, client_id: &str) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("group.id", group_id)
+        .set("client.id", client_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        // Upstream producers may be transactional too: never act on
+        // records they aborted.
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "false");
+    finish(client, config, &config.consumer_properties)
+}
+
+/// The output producer of one worker: transactional for exactly once,
+/// idempotent for at least once.
+pub(crate) fn producer(config: &KafkaConfig, worker: usize) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("client.id", format!("{}-{worker}", config.group_id))
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("delivery.report.only.error", "true")
+        .set("compression.type", "lz4");
+    match config.delivery {
+        Delivery::ExactlyOnce => {
+            client
+                .set("transactional.id", transactional_id(config, worker))
+                .set("linger.ms", "5")
+                .set("transaction.timeout.ms", "60000");
+        }
+        Delivery::AtLeastOnce => {
+            client.set("linger.ms", "1");
+        }
+    }
+    finish(client, config, &config.producer_properties)
+}
+
+pub(crate) fn transactional_id(config: &KafkaConfig, worker: usize) -> String {
+    format!("{}-{worker}", config.group_id)
+}
+
+/// The group under which a worker records how far it read the signals
+/// topic. Every worker reads every signal, so each has its own.
+pub(crate) fn signals_group(config: &KafkaConfig, worker: usize) -> String {
+    format!("{}-signals-{worker}", config.group_id)
+}
+
+/// Settings for an admin or metadata client.
+pub(crate) fn admin(config: &KafkaConfig) -> ClientConfig {
+    finish(ClientConfig::new(), config, &BTreeMap::new())
+}

@@ -1,0 +1,388 @@
+//! One worker's producer and the input positions its outputs answer for.
+//!
+//! Exactly once: the first record of a batch begins a transaction; every
+//! output is produced into it; the commit sends the next input offsets of
+//! both the activity group and the worker's signals group into the same
+//! transaction, then commits it. At least once: the commit waits until the
+//! broker acknowledged every output, then commits the offsets.
+//!
+//! The sink and the consumer's rebalance callback share it: when partitions
+//! are taken away, the open transaction is committed before they go, so the
+//! next owner starts exactly where this worker's outputs end.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::backoff::Backoff;
+use super::client::{ClientLog, DeliveryLog};
+use crate::config::Delivery;
+use crate::source::Origin;
+
+pub(crate) type OutputProducer = ThreadedProducer<DeliveryLog>;
+pub(crate) type SignalsConsumer = BaseConsumer<ClientLog>;
+
+/// How long one transactional call may block before it is retried.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a full local queue is given to drain before `send` tries again.
+const QUEUE_FULL_WAIT: Duration = Duration::from_millis(5);
+/// Retries allowed once shutdown was requested, so that a healthy broker
+/// still gets the last commit while a dead one does not hold the exit.
+const RETRIES_AFTER_SHUTDOWN: u32 = 2;
+
+/// Why outputs could not be made durable. Whatever the kind, nothing of the
+/// failed batch is visible to `read_committed` subscribers.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum OutboxFailure {
+    /// The batch was aborted; the worker rewinds its inputs and state to
+    /// the last commit and goes on.
+    #[error("batch aborted: {0}")]
+    Aborted(String),
+    /// The producer is unusable; the worker rebuilds its clients.
+    #[error("producer failed for good: {0}")]
+    Fatal(String),
+    /// Shutdown was requested while the broker was away.
+    #[error("shutdown while the broker was unreachable: {0}")]
+    Interrupted(String),
+}
+
+/// What a rebalance callback did with the open batch, for the source to act
+/// on at its next poll.
+#[derive(Debug)]
+pub(crate) enum Interrupt {
+    Committed,
+    Failed(OutboxFailure),
+}
+
+/// Next offsets to commit, per partition, for one input topic.
+#[derive(Debug, Default)]
+struct Positions(Vec<(i32, i64)>);
+
+impl Positions {
+    fn advance(&mut self, partition: i32, offset: i64) {
+        match self.0.iter_mut().find(|(p, _)| *p == partition) {
+            Some(entry) => entry.1 = offset + 1,
+            None => self.0.push((partition, offset + 1)),
+        }
+    }
+
+    fn list(&self, topic: &str) -> KafkaResult<TopicPartitionList> {
+        let mut list = TopicPartitionList::with_capacity(self.0.len());
+        for &(partition, next) in &self.0 {
+            list.add_partition_offset(topic, partition, Offset::Offset(next))?;
+        }
+        Ok(list)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Batch {
+    /// A transaction is open (exactly once), or outputs wait for their
+    /// acknowledgement (at least once).
+    open: bool,
+    activity: Positions,
+    signals: Positions,
+    failures_at_begin: u64,
+    interrupt: Option<Interrupt>,
+}
+
+/// The worker's signals consumer and the group its positions commit under.
+pub(crate) struct SignalsFeed {
+    pub consumer: Arc<SignalsConsumer>,
+    pub group: ConsumerGroupMetadata,
+}
+
+pub(crate) struct Outbox {
+    worker: usize,
+    delivery: Delivery,
+    producer: OutputProducer,
+    activity_topic: String,
+    signals_topic: String,
+    signals: Option<SignalsFeed>,
+    batch: Mutex<Batch>,
+    fatal: AtomicBool,
+    shutdown: Arc<AtomicBool>,
+    pub commits: AtomicU64,
+    pub aborts: AtomicU64,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox").field("worker", &self.worker).field("delivery", &self.delivery).finish()
+    }
+}
+
+/// What to do about a failed client call.
+enum Class {
+    Retry,
+    Abort,
+    Fatal,
+}
+
+fn classify(error: &KafkaError) -> Class {
+    match error {
+        KafkaError::Transaction(e) if e.is_fatal() => Class::Fatal,
+        KafkaError::Transaction(e) if e.txn_requires_abort() => Class::Abort,
+        KafkaError::Transaction(e) if e.is_retriable() => Class::Retry,
+        KafkaError::Flush(_) => Class::Retry,
+        other if other.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) => Class::Fatal,
+        _ => Class::Abort,
+    }
+}
+
+impl Outbox {
+    pub fn new(
+        worker: usize,
+        delivery: Delivery,
+        producer: OutputProducer,
+        activity_topic: &str,
+        signals_topic: &str,
+        signals: Option<SignalsFeed>,
+        shutdown: Arc<AtomicBool>,
+    ) -> Outbox {
+        Outbox {
+            worker,
+            delivery,
+            producer,
+            activity_topic: activity_topic.to_owned(),
+            signals_topic: signals_topic.to_owned(),
+            signals,
+            batch: Mutex::new(Batch::default()),
+            fatal: AtomicBool::new(false),
+            shutdown,
+            commits: AtomicU64::new(0),
+            aborts: AtomicU64::new(0),
+        }
+    }
+
+    pub fn signals(&self) -> Option<&Arc<SignalsConsumer>> {
+        self.signals.as_ref().map(|s| &s.consumer)
+    }
+
+    /// Whether the producer hit a fatal error and must be rebuilt.
+    pub fn is_fatal(&self) -> bool {
+        self.fatal.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Batch> {
+        // Only this worker's thread takes the lock; a poisoned lock means a
+        // panic elsewhere on it, and the batch data is still consistent.
+        self.batch.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn fail(&self, what: &str, error: &KafkaError) -> OutboxFailure {
+        let message = format!("{what}: {error}");
+        match classify(error) {
+            Class::Fatal => {
+                self.fatal.store(true, Ordering::Relaxed);
+                OutboxFailure::Fatal(message)
+            }
+            Class::Abort | Class::Retry => OutboxFailure::Aborted(message),
+        }
+    }
+
+    /// Runs `call` until it succeeds, retrying what librdkafka calls
+    /// retriable (a broker away, a timeout) with backoff.
+    fn retry(&self, what: &str, call: impl Fn() -> KafkaResult<()>) -> Result<(), OutboxFailure> {
+        let mut backoff = Backoff::new();
+        let mut after_shutdown = 0;
+        loop {
+            let error = match call() {
+                Ok(()) => {
+                    if backoff.attempts > 0 {
+                        tracing::info!(worker = self.worker, what, attempts = backoff.attempts, "kafka call succeeded after retries");
+                    }
+                    return Ok(());
+                }
+                Err(error) => error,
+            };
+            if !matches!(classify(&error), Class::Retry) {
+                return Err(self.fail(what, &error));
+            }
+            tracing::warn!(worker = self.worker, what, error = %error, retry_in_ms = backoff.delay().as_millis() as u64, "kafka call failed; retrying");
+            if self.shutdown.load(Ordering::Relaxed) {
+                after_shutdown += 1;
+                if after_shutdown > RETRIES_AFTER_SHUTDOWN {
+                    return Err(OutboxFailure::Interrupted(format!("{what}: {error}")));
+                }
+                std::thread::sleep(backoff.delay().min(Duration::from_secs(1)));
+            } else {
+                backoff.wait(&self.shutdown);
+            }
+        }
+    }
+
+    /// Notes that the record at `origin` is being answered for, opening the
+    /// batch (and its transaction) if needed.
+    pub fn record(&self, origin: &Origin) -> Result<(), OutboxFailure> {
+        let mut batch = self.lock();
+        if !batch.open {
+            if self.delivery == Delivery::ExactlyOnce {
+                self.producer.begin_transaction().map_err(|e| self.fail("begin transaction", &e))?;
+            }
+            batch.open = true;
+            batch.failures_at_begin = self.producer.context().failures.load(Ordering::Relaxed);
+        }
+        if origin.source == self.activity_topic {
+            batch.activity.advance(origin.partition, origin.offset);
+        } else if origin.source == self.signals_topic {
+            batch.signals.advance(origin.partition, origin.offset);
+        }
+        Ok(())
+    }
+
+    /// Queues one output. Never waits for the broker, only for room in the
+    /// local queue when the broker is slower than the engine.
+    pub fn send(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), OutboxFailure> {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(payload);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(headers) = headers {
+            record = record.headers(headers);
+        }
+        let mut waited_at_shutdown = Duration::ZERO;
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    if self.shutdown.load(Ordering::Relaxed) {
+                        waited_at_shutdown += QUEUE_FULL_WAIT;
+                        if waited_at_shutdown > CALL_TIMEOUT {
+                            return Err(OutboxFailure::Interrupted("the output queue does not drain".into()));
+                        }
+                    }
+                    record = back;
+                    self.producer.poll(QUEUE_FULL_WAIT);
+                }
+                Err((error, _)) => return Err(self.fail("produce", &error)),
+            }
+        }
+    }
+
+    /// Makes the open batch durable and visible, with the offsets it
+    /// consumed. `activity` is the group consumer (its metadata fences a
+    /// zombie worker after a rebalance). Returns whether there was a batch.
+    pub fn commit<C: ConsumerContext>(&self, activity: &BaseConsumer<C>) -> Result<bool, OutboxFailure> {
+        let mut batch = self.lock();
+        if !batch.open {
+            return Ok(false);
+        }
+        let result = match self.delivery {
+            Delivery::ExactlyOnce => self.commit_transaction(&batch, activity),
+            Delivery::AtLeastOnce => self.commit_acknowledged(&batch, activity),
+        };
+        match result {
+            Ok(()) => {
+                batch.open = false;
+                batch.activity.0.clear();
+                batch.signals.0.clear();
+                self.commits.fetch_add(1, Ordering::Relaxed);
+                Ok(true)
+            }
+            Err(OutboxFailure::Aborted(reason)) => {
+                tracing::warn!(worker = self.worker, reason, "commit failed; aborting the batch");
+                self.abort_locked(&mut batch)?;
+                Err(OutboxFailure::Aborted(reason))
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    fn commit_transaction<C: ConsumerContext>(&self, batch: &Batch, activity: &BaseConsumer<C>) -> Result<(), OutboxFailure> {
+        if !batch.activity.0.is_empty() {
+            let offsets = batch.activity.list(&self.activity_topic).map_err(|e| self.fail("offsets", &e))?;
+            let group = activity
+                .group_metadata()
+                .ok_or_else(|| OutboxFailure::Fatal("the activity consumer has no group".into()))?;
+            self.retry("send activity offsets", || self.producer.send_offsets_to_transaction(&offsets, &group, CALL_TIMEOUT))?;
+        }
+        if let (false, Some(signals)) = (batch.signals.0.is_empty(), &self.signals) {
+            let offsets = batch.signals.list(&self.signals_topic).map_err(|e| self.fail("offsets", &e))?;
+            self.retry("send signal offsets", || {
+                self.producer.send_offsets_to_transaction(&offsets, &signals.group, CALL_TIMEOUT)
+            })?;
+        }
+        self.retry("commit transaction", || self.producer.commit_transaction(CALL_TIMEOUT))
+    }
+
+    fn commit_acknowledged<C: ConsumerContext>(&self, batch: &Batch, activity: &BaseConsumer<C>) -> Result<(), OutboxFailure> {
+        self.retry("flush outputs", || self.producer.flush(CALL_TIMEOUT))?;
+        let failures = self.producer.context().failures.load(Ordering::Relaxed);
+        if failures > batch.failures_at_begin {
+            return Err(OutboxFailure::Aborted(format!(
+                "{} outputs were not delivered",
+                failures - batch.failures_at_begin
+            )));
+        }
+        // Asynchronous: a lost commit only means some outputs are produced
+        // again after a restart, which at-least-once allows.
+        if !batch.activity.0.is_empty() {
+            let offsets = batch.activity.list(&self.activity_topic).map_err(|e| self.fail("offsets", &e))?;
+            if let Err(error) = activity.commit(&offsets, CommitMode::Async) {
+                tracing::warn!(worker = self.worker, error = %error, "activity offsets not committed");
+            }
+        }
+        if let (false, Some(signals)) = (batch.signals.0.is_empty(), &self.signals) {
+            let offsets = batch.signals.list(&self.signals_topic).map_err(|e| self.fail("offsets", &e))?;
+            if let Err(error) = signals.consumer.commit(&offsets, CommitMode::Async) {
+                tracing::warn!(worker = self.worker, error = %error, "signal offsets not committed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the open batch: nothing of it becomes visible (exactly once),
+    /// and its offsets are not committed.
+    pub fn abort(&self) -> Result<(), OutboxFailure> {
+        let mut batch = self.lock();
+        self.abort_locked(&mut batch)
+    }
+
+    fn abort_locked(&self, batch: &mut Batch) -> Result<(), OutboxFailure> {
+        batch.activity.0.clear();
+        batch.signals.0.clear();
+        if !batch.open {
+            return Ok(());
+        }
+        batch.open = false;
+        self.aborts.fetch_add(1, Ordering::Relaxed);
+        if self.delivery == Delivery::ExactlyOnce {
+            self.retry("abort transaction", || self.producer.abort_transaction(CALL_TIMEOUT)).map_err(|e| match e {
+                OutboxFailure::Aborted(reason) => {
+                    self.fatal.store(true, Ordering::Relaxed);
+                    OutboxFailure::Fatal(reason)
+                }
+                other => other,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Called by the rebalance callback before partitions are taken away.
+    pub fn on_revoke<C: ConsumerContext>(&self, activity: &BaseConsumer<C>) {
+        let outcome = match self.commit(activity) {
+            Ok(false) => return,
+            Ok(true) => Interrupt::Committed,
+            Err(failure) => Interrupt::Failed(failure),
+        };
+        tracing::info!(worker = self.worker, outcome = ?outcome, "open batch settled before partitions were revoked");
+        self.lock().interrupt = Some(outcome);
+    }
+
+    pub fn take_interrupt(&self) -> Option<Interrupt> {
+        self.lock().interrupt.take()
+    }
+}

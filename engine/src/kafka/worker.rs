@@ -1,0 +1,262 @@
+//! One worker: its clients, its pipeline, and the loop that commits batch
+//! after batch and recovers from failures.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::Consumer;
+use rdkafka::producer::Producer;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::backoff::Backoff;
+use super::client::{self, ClientLog, DeliveryLog};
+use super::outbox::{Outbox, OutboxFailure, OutputProducer, SignalsConsumer, SignalsFeed};
+use super::rebalance::{ActivityConsumer, RebalanceContext};
+use super::{avro_decoder, KafkaEngineError, Work, WorkerReport};
+use crate::config::{Delivery, KafkaConfig};
+use crate::pipeline::{self, Pipeline, RunError, Stats};
+use crate::rules::RuleHost;
+use crate::sink::kafka::KafkaSink;
+use crate::sink::Sink;
+use crate::source::kafka::{BatchLimits, KafkaSource, LastInput};
+use crate::source::{Record, Source};
+use crate::state::State;
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+const INIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The state and counts as of the last commit.
+struct Saved {
+    state: State,
+    stats: Stats,
+}
+
+impl Saved {
+    fn of(pipeline: &Pipeline) -> Saved {
+        Saved { state: pipeline.state.clone(), stats: pipeline.stats.clone() }
+    }
+
+    fn restore(&self, pipeline: &mut Pipeline) {
+        pipeline.state = self.state.clone();
+        pipeline.stats = self.stats.clone();
+    }
+}
+
+fn build_pipeline(index: usize, config: &KafkaConfig, work: &Work) -> Result<Option<Pipeline>, KafkaEngineError> {
+    let Work::Decide { ruleset, state, mode } = work else { return Ok(None) };
+    let rules = RuleHost::compile(ruleset.clone()).map_err(|e| KafkaEngineError::Rules(e.to_string()))?;
+    let pipeline = Pipeline::new(rules, state.clone())
+        .with_mode(*mode)
+        .with_avro(avro_decoder(config)?)
+        // A signal about an agent no worker holds yet is acted on once, here.
+        .with_owns_unknown(index == 0);
+    Ok(Some(pipeline))
+}
+
+enum Served {
+    Shutdown,
+    Rebuild(String),
+}
+
+pub(crate) fn run(
+    index: usize,
+    config: &KafkaConfig,
+    work: &Work,
+    shutdown: &Arc<AtomicBool>,
+) -> Result<WorkerReport, KafkaEngineError> {
+    let mut pipeline = build_pipeline(index, config, work)?;
+    let mut saved = pipeline.as_ref().map(Saved::of);
+    let mut report = WorkerReport { worker: index, ..WorkerReport::default() };
+    let mut backoff = Backoff::new();
+    while !shutdown.load(Ordering::Relaxed) {
+        let mut clients = match Clients::connect(index, config, shutdown) {
+            Ok(clients) => clients,
+            Err(reason) => {
+                tracing::warn!(worker = index, reason, retry_in_ms = backoff.delay().as_millis() as u64, "cannot connect");
+                backoff.wait(shutdown);
+                continue;
+            }
+        };
+        tracing::info!(worker = index, delivery = config.delivery.as_str(), "worker connected");
+        // New clients resume from the committed offsets: so does the state.
+        if let (Some(pipeline), Some(saved)) = (pipeline.as_mut(), saved.as_ref()) {
+            saved.restore(pipeline);
+        }
+        let served = clients.serve(pipeline.as_mut(), &mut saved, shutdown);
+        report.commits += clients.outbox.commits.load(Ordering::Relaxed);
+        report.aborts += clients.outbox.aborts.load(Ordering::Relaxed);
+        drop(clients);
+        match served {
+            Served::Shutdown => break,
+            Served::Rebuild(reason) => {
+                report.restarts += 1;
+                tracing::warn!(worker = index, reason, "rebuilding kafka clients");
+                backoff.wait(shutdown);
+            }
+        }
+    }
+    if let Some(saved) = saved {
+        report.stats = saved.stats;
+    }
+    tracing::info!(worker = index, commits = report.commits, aborts = report.aborts, "worker stopped");
+    Ok(report)
+}
+
+/// Mirrors [`pipeline::run`] for [`Work::PassThrough`].
+fn forward_all(source: &mut KafkaSource, sink: &mut KafkaSink, shutdown: &AtomicBool) -> Result<(), RunError> {
+    let mut record = Record::default();
+    while !shutdown.load(Ordering::Relaxed) {
+        if !source.next_into(&mut record)? {
+            break;
+        }
+        sink.forward(&record)?;
+    }
+    sink.flush()?;
+    Ok(())
+}
+
+struct Clients {
+    index: usize,
+    activity: Arc<ActivityConsumer>,
+    outbox: Arc<Outbox>,
+    source: KafkaSource,
+    sink: KafkaSink,
+}
+
+impl Clients {
+    fn connect(index: usize, config: &KafkaConfig, shutdown: &Arc<AtomicBool>) -> Result<Clients, String> {
+        let producer = connect_producer(index, config, shutdown)?;
+        let signals = connect_signals(index, config)?;
+        let outbox = Arc::new(Outbox::new(
+            index,
+            config.delivery,
+            producer,
+            &config.topics.activity,
+            &config.topics.signals,
+            Some(signals),
+            Arc::clone(shutdown),
+        ));
+        let context = RebalanceContext { worker: index, outbox: Arc::clone(&outbox) };
+        let activity: ActivityConsumer = client::consumer(config, &config.group_id, &format!("{}-{index}", config.group_id))
+            .create_with_context(context)
+            .map_err(|e| format!("activity consumer: {e}"))?;
+        activity.subscribe(&[&config.topics.activity]).map_err(|e| format!("subscribe: {e}"))?;
+        let activity = Arc::new(activity);
+        let last = Rc::new(RefCell::new(LastInput::default()));
+        let limits = BatchLimits { interval: config.commit_interval(), max_records: config.commit_max_records };
+        let source = KafkaSource::new(
+            index,
+            Arc::clone(&activity),
+            outbox.signals().cloned(),
+            (&config.topics.activity, &config.topics.signals),
+            Rc::clone(&last),
+            limits,
+        );
+        let sink = KafkaSink::new(Arc::clone(&outbox), Arc::clone(&activity), last, &config.topics);
+        Ok(Clients { index, activity, outbox, source, sink })
+    }
+
+    fn broken(&self) -> bool {
+        self.outbox.is_fatal()
+            || self.activity.client().fatal_error().is_some()
+            || self.outbox.signals().is_some_and(|s| s.client().fatal_error().is_some())
+    }
+
+    /// Batch after batch until shutdown or until a client fails for good.
+    fn serve(&mut self, mut pipeline: Option<&mut Pipeline>, saved: &mut Option<Saved>, shutdown: &AtomicBool) -> Served {
+        let mut backoff = Backoff::new();
+        loop {
+            let result = match pipeline.as_deref_mut() {
+                Some(pipeline) => pipeline::run(&mut self.source, pipeline, &mut self.sink, shutdown),
+                None => forward_all(&mut self.source, &mut self.sink, shutdown),
+            };
+            match result {
+                Ok(()) => {
+                    if self.source.batch_records() > 0 {
+                        if let (Some(pipeline), Some(saved)) = (pipeline.as_deref(), saved.as_mut()) {
+                            *saved = Saved::of(pipeline);
+                        }
+                    }
+                    backoff.reset();
+                    if shutdown.load(Ordering::Relaxed) {
+                        return Served::Shutdown;
+                    }
+                }
+                Err(error) => {
+                    let reason = error.to_string();
+                    tracing::warn!(worker = self.index, reason, "batch failed; going back to the last commit");
+                    if self.broken() {
+                        return Served::Rebuild(reason);
+                    }
+                    match self.outbox.abort() {
+                        Ok(()) => {}
+                        Err(OutboxFailure::Interrupted(_)) => return Served::Shutdown,
+                        Err(failure) => return Served::Rebuild(failure.to_string()),
+                    }
+                    self.source.rewind();
+                    if let (Some(pipeline), Some(saved)) = (pipeline.as_deref_mut(), saved.as_ref()) {
+                        saved.restore(pipeline);
+                    }
+                    if !backoff.wait(shutdown) {
+                        return Served::Shutdown;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn connect_producer(index: usize, config: &KafkaConfig, shutdown: &AtomicBool) -> Result<OutputProducer, String> {
+    let context = DeliveryLog { worker: index, failures: AtomicU64::new(0) };
+    let producer: OutputProducer =
+        client::producer(config, index).create_with_context(context).map_err(|e| format!("producer: {e}"))?;
+    if config.delivery == Delivery::ExactlyOnce {
+        // Fences any older producer with this transactional id and aborts
+        // what it left open.
+        let mut backoff = Backoff::new();
+        loop {
+            match producer.init_transactions(INIT_TIMEOUT) {
+                Ok(()) => break,
+                Err(rdkafka::error::KafkaError::Transaction(e)) if e.is_retriable() && !e.is_fatal() => {
+                    tracing::warn!(worker = index, error = %e, "cannot initialise transactions yet");
+                    if !backoff.wait(shutdown) {
+                        return Err("shutdown".into());
+                    }
+                }
+                Err(e) => return Err(format!("init transactions: {e}")),
+            }
+        }
+    }
+    Ok(producer)
+}
+
+/// A consumer of every partition of the signals topic, resuming where this
+/// worker's last commit left it.
+fn connect_signals(index: usize, config: &KafkaConfig) -> Result<SignalsFeed, String> {
+    let topic = &config.topics.signals;
+    let group = client::signals_group(config, index);
+    let consumer: SignalsConsumer = client::consumer(config, &group, &group)
+        .create_with_context(ClientLog { worker: index, role: "signals consumer" })
+        .map_err(|e| format!("signals consumer: {e}"))?;
+    let metadata = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT).map_err(|e| format!("metadata of `{topic}`: {e}"))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Err(format!("signals topic `{topic}` does not exist"));
+    }
+    let mut assignment = TopicPartitionList::with_capacity(partitions.len());
+    for partition in &partitions {
+        assignment.add_partition_offset(topic, *partition, Offset::Stored).map_err(|e| e.to_string())?;
+    }
+    consumer.assign(&assignment).map_err(|e| format!("assign `{topic}`: {e}"))?;
+    let group = consumer.group_metadata().ok_or_else(|| "signals consumer has no group".to_owned())?;
+    tracing::info!(worker = index, topic, partitions = partitions.len(), "reading every signal");
+    Ok(SignalsFeed { consumer: Arc::new(consumer), group })
+}

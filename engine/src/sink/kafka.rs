@@ -1,0 +1,160 @@
+//! Outputs to Kafka: decisions, OCSF alerts, control commands and dead
+//! letters, each to its topic, keyed by the agent they concern.
+//!
+//! Values are the same JSON as the JSON Lines sink writes, so a subscriber
+//! sees the same bytes whether the engine ran on files or on Kafka. A dead
+//! letter is the original record (bytes, key and headers) plus headers that
+//! say why and where it came from.
+//!
+//! Nothing here waits for the broker: outputs are queued, and
+//! [`Sink::flush`] commits the batch (see [`crate::kafka`]).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use rdkafka::message::{Header, OwnedHeaders};
+
+use super::{Sink, SinkError};
+use crate::config::Topics;
+use crate::kafka::outbox::{Outbox, OutboxFailure};
+use crate::kafka::rebalance::ActivityConsumer;
+use crate::pipeline::{DeadLetter, Outputs};
+use crate::source::kafka::LastInput;
+use crate::source::{Origin, Record};
+
+/// W3C trace context: carried from an input to everything it produced.
+const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
+
+pub const HEADER_ERROR: &str = "vigil.error";
+pub const HEADER_REASON: &str = "vigil.reason";
+pub const HEADER_SOURCE_TOPIC: &str = "vigil.source.topic";
+pub const HEADER_SOURCE_PARTITION: &str = "vigil.source.partition";
+pub const HEADER_SOURCE_OFFSET: &str = "vigil.source.offset";
+
+pub struct KafkaSink {
+    outbox: Arc<Outbox>,
+    activity: Arc<ActivityConsumer>,
+    last: Rc<RefCell<LastInput>>,
+    decisions: String,
+    alerts: String,
+    control: String,
+    dlq: String,
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for KafkaSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSink").field("outbox", &self.outbox).finish()
+    }
+}
+
+fn sink_error(failure: OutboxFailure) -> SinkError {
+    SinkError::Kafka(failure.to_string())
+}
+
+impl KafkaSink {
+    pub(crate) fn new(
+        outbox: Arc<Outbox>,
+        activity: Arc<ActivityConsumer>,
+        last: Rc<RefCell<LastInput>>,
+        topics: &Topics,
+    ) -> KafkaSink {
+        KafkaSink {
+            outbox,
+            activity,
+            last,
+            decisions: topics.decisions.clone(),
+            alerts: topics.alerts.clone(),
+            control: topics.control.clone(),
+            dlq: topics.dlq.clone(),
+            buf: Vec::with_capacity(1024),
+        }
+    }
+
+    /// The input's trace context, if it had one. Built per output message:
+    /// the producer takes ownership of the headers it sends.
+    fn trace_headers(last: &LastInput) -> Option<OwnedHeaders> {
+        let mut headers: Option<OwnedHeaders> = None;
+        for name in TRACE_HEADERS {
+            if let Some(value) = last.header(name) {
+                headers = Some(headers.unwrap_or_default().insert(Header { key: name, value: Some(value) }));
+            }
+        }
+        headers
+    }
+
+    fn send_json<T: serde::Serialize>(&mut self, topic_of: fn(&KafkaSink) -> &str, key: &str, value: &T) -> Result<(), SinkError> {
+        self.buf.clear();
+        serde_json::to_writer(&mut self.buf, value).map_err(|e| SinkError::Encode(e.to_string()))?;
+        let headers = self.last.try_borrow().ok().and_then(|last| KafkaSink::trace_headers(&last));
+        self.outbox.send(topic_of(self), Some(key.as_bytes()), &self.buf, headers).map_err(sink_error)
+    }
+
+    fn send_dead_letter(&self, letter: &DeadLetter) -> Result<(), SinkError> {
+        let last = self.last.try_borrow().ok();
+        let mut headers = OwnedHeaders::new_with_capacity(last.as_ref().map_or(0, |l| l.headers.len()) + 5);
+        if let Some(last) = &last {
+            for (key, value) in &last.headers {
+                headers = headers.insert(Header { key, value: value.as_deref() });
+            }
+        }
+        let partition = letter.origin.partition.to_string();
+        let offset = letter.origin.offset.to_string();
+        let reason = letter.error.to_string();
+        for (key, value) in [
+            (HEADER_ERROR, letter.error.label()),
+            (HEADER_REASON, reason.as_str()),
+            (HEADER_SOURCE_TOPIC, letter.origin.source.as_str()),
+            (HEADER_SOURCE_PARTITION, partition.as_str()),
+            (HEADER_SOURCE_OFFSET, offset.as_str()),
+        ] {
+            headers = headers.insert(Header { key, value: Some(value.as_bytes()) });
+        }
+        let key = last.as_ref().and_then(|l| l.key.as_deref());
+        self.outbox.send(&self.dlq, key, &letter.payload, Some(headers)).map_err(sink_error)
+    }
+
+    /// Produces `record` unchanged (payload, key, headers) to the decisions
+    /// topic, in the same batches and transactions as real outputs: the
+    /// baseline the load harness compares the engine with.
+    pub fn forward(&mut self, record: &Record) -> Result<(), SinkError> {
+        self.outbox.record(&record.origin).map_err(sink_error)?;
+        let last = self.last.try_borrow().ok();
+        let mut headers = None;
+        if let Some(last) = last.as_ref().filter(|l| !l.headers.is_empty()) {
+            let mut all = OwnedHeaders::new_with_capacity(last.headers.len());
+            for (key, value) in &last.headers {
+                all = all.insert(Header { key, value: value.as_deref() });
+            }
+            headers = Some(all);
+        }
+        let key = last.as_ref().and_then(|l| l.key.as_deref());
+        self.outbox.send(&self.decisions, key, &record.payload, headers).map_err(sink_error)
+    }
+}
+
+impl Sink for KafkaSink {
+    fn write(&mut self, out: &Outputs, origin: &Origin) -> Result<(), SinkError> {
+        // Even a record that produced nothing (a signal about no one here)
+        // must have its offset committed with the batch.
+        self.outbox.record(origin).map_err(sink_error)?;
+        for decision in &out.decisions {
+            self.send_json(|s| &s.decisions, &decision.agent_id, decision)?;
+        }
+        for alert in &out.alerts {
+            self.send_json(|s| &s.alerts, &out.agent_id, alert)?;
+        }
+        for command in &out.commands {
+            self.send_json(|s| &s.control, &command.agent_id, command)?;
+        }
+        for letter in &out.dead_letters {
+            self.send_dead_letter(letter)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.outbox.commit(&self.activity).map(|_| ()).map_err(sink_error)
+    }
+}

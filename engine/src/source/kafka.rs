@@ -1,0 +1,258 @@
+//! Records from Kafka: the worker's share of the activity topic (a consumer
+//! group member) interleaved with every partition of the signals topic
+//! (assigned, since a signal applies wherever the agent it names lives).
+//!
+//! The source cuts the stream into batches: it ends one (returns
+//! `Ok(false)`) when the commit interval has passed since the batch's first
+//! record, when the batch is full, or after a quiet spell with nothing in
+//! it. [`crate::pipeline::run`] then flushes the sink, which commits the
+//! batch, and the worker starts the next run. A batch is the unit of commit
+//! and of rewind.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::Consumer;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::Offset;
+
+use super::{Record, Source, SourceError};
+use crate::kafka::outbox::{Interrupt, SignalsConsumer};
+use crate::kafka::rebalance::ActivityConsumer;
+
+/// With nothing to commit, the source still returns this often so the
+/// worker can notice a shutdown.
+const QUIET_RETURN: Duration = Duration::from_millis(100);
+/// The longest the activity poll blocks while signals could be waiting.
+const SIGNAL_POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// While activity flows, signals are polled once per this many records.
+const ACTIVITY_PER_SIGNAL_POLL: u32 = 64;
+const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The key and headers of the record last handed out, for the sink: a
+/// dead letter keeps its original key and headers, and every output carries
+/// the input's trace context.
+#[derive(Debug, Default)]
+pub struct LastInput {
+    pub key: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl LastInput {
+    fn fill(&mut self, message: &BorrowedMessage<'_>) {
+        match (message.key(), &mut self.key) {
+            (Some(key), Some(ours)) => {
+                ours.clear();
+                ours.extend_from_slice(key);
+            }
+            (Some(key), None) => self.key = Some(key.to_vec()),
+            (None, _) => self.key = None,
+        }
+        self.headers.clear();
+        if let Some(headers) = message.headers() {
+            for header in headers.iter() {
+                self.headers.push((header.key.to_owned(), header.value.map(<[u8]>::to_vec)));
+            }
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.as_deref())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Feed {
+    Activity,
+    Signals,
+}
+
+#[derive(Debug, Default)]
+struct Batch {
+    records: usize,
+    deadline: Option<Instant>,
+    /// The first offset handed out per partition: where to rewind to.
+    starts: Vec<(Feed, i32, i64)>,
+    ended: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    pub interval: Duration,
+    pub max_records: usize,
+}
+
+pub struct KafkaSource {
+    worker: usize,
+    activity: Arc<ActivityConsumer>,
+    signals: Option<Arc<SignalsConsumer>>,
+    activity_topic: String,
+    signals_topic: String,
+    last: Rc<RefCell<LastInput>>,
+    limits: BatchLimits,
+    batch: Batch,
+    signal_credit: u32,
+}
+
+impl std::fmt::Debug for KafkaSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSource")
+            .field("worker", &self.worker)
+            .field("activity", &self.activity_topic)
+            .field("signals", &self.signals.as_ref().map(|_| &self.signals_topic))
+            .finish()
+    }
+}
+
+impl KafkaSource {
+    pub(crate) fn new(
+        worker: usize,
+        activity: Arc<ActivityConsumer>,
+        signals: Option<Arc<SignalsConsumer>>,
+        topics: (&str, &str),
+        last: Rc<RefCell<LastInput>>,
+        limits: BatchLimits,
+    ) -> KafkaSource {
+        KafkaSource {
+            worker,
+            activity,
+            signals,
+            activity_topic: topics.0.to_owned(),
+            signals_topic: topics.1.to_owned(),
+            last,
+            limits,
+            batch: Batch::default(),
+            signal_credit: 0,
+        }
+    }
+
+    /// Records handed out in the current (or just ended) batch.
+    pub fn batch_records(&self) -> usize {
+        self.batch.records
+    }
+
+    /// Seeks every partition read in this batch back to the batch's first
+    /// offset: the position of the last commit. Partitions no longer
+    /// assigned are skipped; their next owner starts from the commit.
+    pub fn rewind(&mut self) {
+        for (feed, partition, offset) in self.batch.starts.drain(..) {
+            let result = match feed {
+                Feed::Activity => self.activity.seek(&self.activity_topic, partition, Offset::Offset(offset), SEEK_TIMEOUT),
+                Feed::Signals => match &self.signals {
+                    Some(signals) => signals.seek(&self.signals_topic, partition, Offset::Offset(offset), SEEK_TIMEOUT),
+                    None => Ok(()),
+                },
+            };
+            match result {
+                Ok(()) => tracing::info!(worker = self.worker, feed = ?feed, partition, offset, "rewound to the last commit"),
+                Err(error) => tracing::debug!(worker = self.worker, feed = ?feed, partition, error = %error, "not rewound"),
+            }
+        }
+        self.batch = Batch::default();
+    }
+
+    fn end_batch(&mut self) -> Result<bool, SourceError> {
+        self.batch.ended = true;
+        Ok(false)
+    }
+
+    fn take(&mut self, feed: Feed, message: &BorrowedMessage<'_>, record: &mut Record) {
+        record.payload.clear();
+        record.payload.extend_from_slice(message.payload().unwrap_or_default());
+        if record.origin.source != message.topic() {
+            record.origin.source.clear();
+            record.origin.source.push_str(message.topic());
+        }
+        record.origin.partition = message.partition();
+        record.origin.offset = message.offset();
+        if let Ok(mut last) = self.last.try_borrow_mut() {
+            last.fill(message);
+        }
+        let batch = &mut self.batch;
+        if batch.records == 0 {
+            batch.deadline = Some(Instant::now() + self.limits.interval);
+        }
+        batch.records += 1;
+        let partition = message.partition();
+        if !batch.starts.iter().any(|(f, p, _)| *f == feed && *p == partition) {
+            batch.starts.push((feed, partition, message.offset()));
+        }
+    }
+
+    /// One non-blocking look at the signals topic.
+    fn poll_signals(&mut self, record: &mut Record) -> Result<bool, SourceError> {
+        self.signal_credit = ACTIVITY_PER_SIGNAL_POLL;
+        let Some(signals) = self.signals.clone() else { return Ok(false) };
+        match signals.poll(Duration::ZERO) {
+            Some(Ok(message)) => {
+                self.take(Feed::Signals, &message, record);
+                Ok(true)
+            }
+            Some(Err(error)) => self.consumer_error("signals", error).map(|()| false),
+            None => Ok(false),
+        }
+    }
+
+    /// Transient errors (a broker away) are logged and waited out;
+    /// librdkafka reconnects by itself.
+    fn consumer_error(&self, feed: &str, error: KafkaError) -> Result<(), SourceError> {
+        match error {
+            KafkaError::PartitionEOF(_) => Ok(()),
+            KafkaError::MessageConsumptionFatal(code) => {
+                Err(SourceError::Kafka(format!("{feed} consumer failed for good: {code}")))
+            }
+            other => {
+                tracing::warn!(worker = self.worker, feed, error = %other, "consumer error");
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Source for KafkaSource {
+    fn next_into(&mut self, record: &mut Record) -> Result<bool, SourceError> {
+        if self.batch.ended {
+            self.batch = Batch::default();
+        }
+        let quiet_until = Instant::now() + QUIET_RETURN;
+        loop {
+            match self.activity.context().outbox.take_interrupt() {
+                Some(Interrupt::Committed) => return self.end_batch(),
+                Some(Interrupt::Failed(failure)) => return Err(SourceError::Kafka(failure.to_string())),
+                None => {}
+            }
+            let now = Instant::now();
+            let until = match self.batch.deadline {
+                _ if self.batch.records >= self.limits.max_records => return self.end_batch(),
+                Some(deadline) if now >= deadline => return self.end_batch(),
+                Some(deadline) => deadline,
+                None if now >= quiet_until => return self.end_batch(),
+                None => quiet_until,
+            };
+            if self.signal_credit == 0 && self.poll_signals(record)? {
+                return Ok(true);
+            }
+            let mut wait = until.saturating_duration_since(now);
+            if self.signals.is_some() {
+                wait = wait.min(SIGNAL_POLL_INTERVAL);
+            }
+            let activity = Arc::clone(&self.activity);
+            match activity.poll(wait) {
+                Some(Ok(message)) => {
+                    self.signal_credit = self.signal_credit.saturating_sub(1);
+                    self.take(Feed::Activity, &message, record);
+                    return Ok(true);
+                }
+                Some(Err(error)) => self.consumer_error("activity", error)?,
+                None => {
+                    if self.poll_signals(record)? {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+    }
+}
