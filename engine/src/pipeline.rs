@@ -15,6 +15,7 @@ use serde_json::Value;
 use crate::decide::{self, ocsf};
 use crate::decode::{self, avro::AvroDecoder, DecodeError};
 use crate::event::{ActivityEvent, Input, Signal};
+use crate::rules::watch::{Reload, RuleWatch};
 use crate::rules::{Evaluation, RuleHost};
 use crate::sink::{Sink, SinkError};
 use crate::source::{Origin, Record, Source, SourceError};
@@ -36,6 +37,8 @@ pub struct Outputs {
     pub alerts: Vec<Value>,
     pub commands: Vec<ControlCommand>,
     pub dead_letters: Vec<DeadLetter>,
+    /// Decisions of the candidate ruleset (`mode: shadow`), if one runs.
+    pub shadow_decisions: Vec<Decision>,
     /// The agent the outputs are keyed by (empty for a dead letter).
     pub agent_id: String,
 }
@@ -46,6 +49,7 @@ impl Outputs {
         self.alerts.clear();
         self.commands.clear();
         self.dead_letters.clear();
+        self.shadow_decisions.clear();
         self.agent_id.clear();
     }
 
@@ -67,6 +71,12 @@ pub struct Stats {
     /// How often each rule fired (contributed a reason).
     pub rules_fired: BTreeMap<String, u64>,
     pub rule_faults: BTreeMap<String, u64>,
+    /// Shadow decisions that differ from the enforcing ones, by transition
+    /// (`allow→deny`) and by rule whose firing differs.
+    pub shadow_transitions: BTreeMap<(Verdict, Verdict), u64>,
+    pub shadow_rules: BTreeMap<String, u64>,
+    pub rule_swaps: u64,
+    pub rule_rejections: u64,
 }
 
 impl Stats {
@@ -86,6 +96,17 @@ impl Stats {
         }
         for c in &out.commands {
             *self.commands.entry(c.command).or_default() += 1;
+        }
+        for (enforced, shadow) in out.decisions.iter().zip(&out.shadow_decisions) {
+            if enforced.decision != shadow.decision {
+                *self.shadow_transitions.entry((enforced.decision, shadow.decision)).or_default() += 1;
+            }
+            let fired = |d: &Decision, rule: &str| d.reasons.iter().any(|r| r.rule == rule);
+            for r in enforced.reasons.iter().chain(&shadow.reasons) {
+                if fired(enforced, &r.rule) != fired(shadow, &r.rule) && !r.rule.starts_with("builtin.") {
+                    *self.shadow_rules.entry(r.rule.clone()).or_default() += 1;
+                }
+            }
         }
         self.alerts += out.alerts.len() as u64;
         for d in &out.dead_letters {
@@ -108,6 +129,11 @@ pub struct Pipeline {
     /// Whether this worker speaks for signal subjects it holds no state for.
     owns_unknown: bool,
     eval: Evaluation,
+    /// A candidate ruleset evaluated on the same state, never enforcing.
+    shadow: Option<RuleHost>,
+    shadow_eval: Evaluation,
+    /// The enforcing ruleset's folder, watched for hot reload.
+    watch: Option<RuleWatch>,
     pub stats: Stats,
 }
 
@@ -120,7 +146,61 @@ impl Pipeline {
             avro: None,
             owns_unknown: true,
             eval: Evaluation::default(),
+            shadow: None,
+            shadow_eval: Evaluation::default(),
+            watch: None,
             stats: Stats::default(),
+        }
+    }
+
+    /// Runs `candidate` beside the enforcing rules: its decisions come out as
+    /// `shadow_decisions` with `mode: shadow` and never produce commands.
+    pub fn with_shadow(mut self, candidate: RuleHost) -> Pipeline {
+        self.shadow = Some(candidate);
+        self
+    }
+
+    /// Reloads the enforcing rules from `watch`'s folder when it changes.
+    pub fn with_watch(mut self, watch: RuleWatch) -> Pipeline {
+        self.watch = Some(watch);
+        self
+    }
+
+    pub fn shadow_rules(&self) -> Option<&RuleHost> {
+        self.shadow.as_ref()
+    }
+
+    /// The candidate becomes the enforcing ruleset from the next event on.
+    pub fn promote_shadow(&mut self) -> bool {
+        match self.shadow.take() {
+            Some(candidate) => {
+                let old = self.replace_rules(candidate);
+                tracing::info!(from = old.version(), to = self.rules.version(), "shadow ruleset promoted");
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn drop_shadow(&mut self) -> bool {
+        self.shadow.take().is_some()
+    }
+
+    /// Between two records: swaps in a changed ruleset that compiles and
+    /// passes its cases, or logs why it was refused.
+    pub fn reload_rules_if_changed(&mut self) {
+        let Some(watch) = self.watch.as_mut() else { return };
+        match watch.check(self.rules.version()) {
+            None => {}
+            Some(Reload::Swapped(host)) => {
+                self.stats.rule_swaps += 1;
+                let old = self.replace_rules(*host);
+                tracing::info!(from = old.version(), to = self.rules.version(), "ruleset swapped");
+            }
+            Some(Reload::Rejected(reason)) => {
+                self.stats.rule_rejections += 1;
+                tracing::warn!(running = self.rules.version(), %reason, "ruleset change rejected");
+            }
         }
     }
 
@@ -201,6 +281,20 @@ impl Pipeline {
         let version = self.rules.version().to_owned();
         let outcome =
             decide::activity(&event, &ctx, &self.eval, self.rules.config(), &version, self.mode, &self.state);
+        if let Some(shadow) = self.shadow.as_mut() {
+            shadow.evaluate(&event, &ctx, &mut self.shadow_eval);
+            let shadow = &*shadow;
+            let candidate = decide::activity(
+                &event,
+                &ctx,
+                &self.shadow_eval,
+                shadow.config(),
+                shadow.version(),
+                Mode::Shadow,
+                &self.state,
+            );
+            out.shadow_decisions.push(candidate.decision);
+        }
         let depth = ctx.depth;
         drop(ctx);
         self.state.apply(&event, depth, &outcome.decision, &outcome.commands);
@@ -251,6 +345,7 @@ pub fn run(
         if !source.next_into(&mut record)? {
             break;
         }
+        pipeline.reload_rules_if_changed();
         out.clear();
         pipeline.process(&record, &mut out);
         sink.write(&out, &record.origin)?;

@@ -9,6 +9,7 @@
 pub mod cases;
 mod load;
 pub mod view;
+pub mod watch;
 
 use std::rc::Rc;
 

@@ -17,9 +17,14 @@ pub struct JsonlSink {
     alerts: BufWriter<File>,
     control: BufWriter<File>,
     dlq: BufWriter<File>,
+    /// `shadow.jsonl`, created when the first shadow decision arrives.
+    shadow: Option<BufWriter<File>>,
 }
 
 pub const FILES: [&str; 4] = ["decisions.jsonl", "alerts.jsonl", "control.jsonl", "dlq.jsonl"];
+
+/// Decisions of a candidate ruleset running in shadow mode.
+pub const SHADOW_FILE: &str = "shadow.jsonl";
 
 impl JsonlSink {
     /// Creates `dir` if needed and truncates the four files.
@@ -39,6 +44,7 @@ impl JsonlSink {
             alerts: open(FILES[1])?,
             control: open(FILES[2])?,
             dlq: open(FILES[3])?,
+            shadow: None,
         })
     }
 
@@ -65,12 +71,28 @@ impl Sink for JsonlSink {
         for d in &out.dead_letters {
             line(&mut self.dlq, &dead_letter_json(d)).map_err(io)?;
         }
+        if !out.shadow_decisions.is_empty() {
+            if self.shadow.is_none() {
+                let path = self.dir.join(SHADOW_FILE);
+                let file = File::create(&path).map_err(|error| SinkError::Io { path: path.display().to_string(), error })?;
+                self.shadow = Some(BufWriter::new(file));
+            }
+            if let Some(w) = self.shadow.as_mut() {
+                for d in &out.shadow_decisions {
+                    line(w, d).map_err(io)?;
+                }
+            }
+        }
         Ok(())
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
         for (name, w) in FILES.iter().zip([&mut self.decisions, &mut self.alerts, &mut self.control, &mut self.dlq]) {
             let path = self.dir.join(name).display().to_string();
+            w.flush().map_err(|error| SinkError::Io { path, error })?;
+        }
+        if let Some(w) = self.shadow.as_mut() {
+            let path = self.dir.join(SHADOW_FILE).display().to_string();
             w.flush().map_err(|error| SinkError::Io { path, error })?;
         }
         Ok(())
