@@ -5,6 +5,7 @@
 mod demo;
 mod rules_cmd;
 mod run;
+mod topics;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +29,11 @@ enum Command {
     Rules {
         #[command(subcommand)]
         command: rules_cmd::RulesCommand,
+    },
+    /// Create the Kafka topics Vigil reads and writes.
+    Topics {
+        #[command(subcommand)]
+        command: topics::TopicsCommand,
     },
 }
 
@@ -56,6 +62,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Run(args) => run::run(args),
         Command::Rules { command } => rules_cmd::run(command),
+        Command::Topics { command } => topics::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,14 +1,19 @@
-//! `vigil run`: the engine on files (Kafka comes through `--brokers`).
+//! `vigil run`: the engine on files (`--input`, `--out`) or on Kafka
+//! (`--brokers` or `--config`).
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use clap::Args;
-use vigil::pipeline::{self, Pipeline};
+use vigil::config::{Delivery, KafkaConfig};
+use vigil::kafka::{self, Work};
+use vigil::pipeline::{self, Pipeline, Stats};
 use vigil::rules::RuleHost;
 use vigil::sink::jsonl::JsonlSink;
 use vigil::source::file::JsonlSource;
 use vigil::state::StateConfig;
+use vigil::verdict::Mode;
 
 use crate::Failure;
 
@@ -23,22 +28,55 @@ pub struct RunArgs {
     /// Ruleset folder (default: the shipped ruleset).
     #[arg(long)]
     rules: Option<PathBuf>,
+    /// Run on Kafka: bootstrap brokers, `HOST:PORT[,HOST:PORT…]`.
+    #[arg(long, value_name = "HOST:PORT")]
+    brokers: Option<String>,
+    /// Run on Kafka with this TOML configuration (flags override it).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Kafka: worker threads, each an independent consumer group member.
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Kafka: `exactly_once` (default) or `at_least_once`.
+    #[arg(long, value_name = "MODE")]
+    delivery: Option<String>,
+    /// Kafka: consumer group id (also the transactional id prefix).
+    #[arg(long, value_name = "ID")]
+    group: Option<String>,
+}
+
+impl RunArgs {
+    fn on_kafka(&self) -> bool {
+        self.brokers.is_some() || self.config.is_some()
+    }
 }
 
 pub fn run(args: RunArgs) -> Result<(), Failure> {
+    if args.on_kafka() {
+        if args.input.is_some() || args.out.is_some() {
+            return Err(Failure::Input("`--input`/`--out` and `--brokers`/`--config` cannot be combined".into()));
+        }
+        return run_kafka(args);
+    }
     let (Some(input), Some(out)) = (args.input, args.out) else {
-        return Err(Failure::Input("`vigil run` needs `--input FILE --out DIR`".into()));
+        return Err(Failure::Input(
+            "`vigil run` needs `--input FILE --out DIR`, or `--brokers HOST:PORT` (or `--config FILE`)".into(),
+        ));
     };
     let rules = RuleHost::compile(crate::load_rules(args.rules.as_ref())?)?;
     let mut pipeline = Pipeline::new(rules, StateConfig::default());
     let mut source = JsonlSource::open(&input)?;
     let mut sink = JsonlSink::create(&out)?;
     pipeline::run(&mut source, &mut pipeline, &mut sink, &AtomicBool::new(false))?;
-    let s = &pipeline.stats;
+    eprintln!("{} -> {}", summary(&pipeline.stats), out.display());
+    Ok(())
+}
+
+fn summary(s: &Stats) -> String {
     let count = |v| s.decisions.get(&v).copied().unwrap_or(0);
     use vigil::verdict::Verdict::*;
-    eprintln!(
-        "{} records: {} events, {} signals; allow {}, step_up {}, deny {}, revoke {}; {} commands, {} alerts, {} dead letters -> {}",
+    format!(
+        "{} records: {} events, {} signals; allow {}, step_up {}, deny {}, revoke {}; {} commands, {} alerts, {} dead letters",
         s.records,
         s.events,
         s.signals,
@@ -49,7 +87,55 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         s.commands.values().sum::<u64>(),
         s.alerts,
         s.dead_letter_total(),
-        out.display()
+    )
+}
+
+/// The configuration file (or the defaults) with the command line's flags on top.
+pub fn kafka_config(
+    config: Option<&PathBuf>,
+    brokers: Option<&String>,
+    group: Option<&String>,
+) -> Result<KafkaConfig, Failure> {
+    let mut kafka = match config {
+        Some(path) => KafkaConfig::load(path)?,
+        None => KafkaConfig::default(),
+    };
+    if let Some(brokers) = brokers {
+        kafka.brokers.clone_from(brokers);
+    }
+    if let Some(group) = group {
+        kafka.group_id.clone_from(group);
+    }
+    Ok(kafka)
+}
+
+fn run_kafka(args: RunArgs) -> Result<(), Failure> {
+    let mut config = kafka_config(args.config.as_ref(), args.brokers.as_ref(), args.group.as_ref())?;
+    if let Some(workers) = args.workers {
+        config.workers = workers;
+    }
+    if let Some(delivery) = &args.delivery {
+        config.delivery = Delivery::parse(delivery).ok_or_else(|| {
+            Failure::Input(format!("`--delivery {delivery}`: expected `exactly_once` or `at_least_once`"))
+        })?;
+    }
+    config.validate()?;
+    let ruleset = crate::load_rules(args.rules.as_ref())?;
+    let shutdown = Arc::new(AtomicBool::new(false));
+    kafka::stop_on_signals(Arc::clone(&shutdown))?;
+    eprintln!(
+        "vigil: {} worker(s) on {} ({}), group `{}`, reading `{}` and `{}`",
+        config.workers,
+        config.brokers,
+        config.delivery.as_str(),
+        config.group_id,
+        config.topics.activity,
+        config.topics.signals
     );
+    let work = Work::Decide { ruleset, state: StateConfig::default(), mode: Mode::Enforce };
+    let reports = kafka::run(&config, &work, shutdown)?;
+    let commits: u64 = reports.iter().map(|r| r.commits).sum();
+    let aborts: u64 = reports.iter().map(|r| r.aborts).sum();
+    eprintln!("{}; {commits} commits, {aborts} aborted batches", summary(&kafka::total(&reports)));
     Ok(())
 }

@@ -148,6 +148,44 @@ pub fn run(config: &KafkaConfig, work: &Work, shutdown: Arc<AtomicBool>) -> Resu
     }
 }
 
+/// Sets `shutdown` on Ctrl-C or SIGTERM, so that the workers commit what
+/// they hold and leave their group before the process exits.
+pub fn stop_on_signals(shutdown: Arc<AtomicBool>) -> Result<(), KafkaEngineError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| KafkaEngineError::Client(format!("signal handler: {e}")))?;
+    std::thread::Builder::new()
+        .name("vigil-signals".into())
+        .spawn(move || {
+            runtime.block_on(async {
+                #[cfg(unix)]
+                {
+                    use tokio::signal::unix::{signal, SignalKind};
+                    match signal(SignalKind::terminate()) {
+                        Ok(mut terminate) => {
+                            tokio::select! {
+                                _ = tokio::signal::ctrl_c() => {}
+                                _ = terminate.recv() => {}
+                            }
+                        }
+                        Err(_) => {
+                            let _ = tokio::signal::ctrl_c().await;
+                        }
+                    }
+                }
+                #[cfg(not(unix))]
+                {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            });
+            tracing::info!("shutdown requested; committing and leaving the group");
+            shutdown.store(true, Ordering::Relaxed);
+        })
+        .map_err(|e| KafkaEngineError::Client(format!("signal handler: {e}")))?;
+    Ok(())
+}
+
 /// Sums the workers' counts.
 pub fn total(reports: &[WorkerReport]) -> Stats {
     let mut total = Stats::default();

@@ -1,0 +1,403 @@
+//! Helpers for the Kafka integration tests: a real broker (started with
+//! `scripts/kafka.sh` unless `VIGIL_TEST_BROKERS` names one), the engine
+//! on a thread, a producer, and read_committed collectors.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use vigil::config::{Delivery, KafkaConfig, Topics};
+use vigil::kafka::{self, KafkaEngineError, Work, WorkerReport};
+use vigil::rules::RulesetSource;
+use vigil::state::StateConfig;
+use vigil::verdict::Mode;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn script() -> PathBuf {
+    repo_root().join("scripts/kafka.sh")
+}
+
+/// A broker: one this test binary started (stopped when dropped, or at
+/// exit for the shared one), or the one `VIGIL_TEST_BROKERS` names.
+pub struct Broker {
+    pub brokers: String,
+    dir: Option<PathBuf>,
+    /// Closed when the test process exits, however it exits: the watchdog
+    /// reading it then stops the broker.
+    _watchdog: Mutex<Option<ChildStdin>>,
+}
+
+fn start_script(args: &[&str]) -> BTreeMap<String, String> {
+    let output = Command::new(script())
+        .arg("start")
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run scripts/kafka.sh start");
+    assert!(output.status.success(), "scripts/kafka.sh start failed");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.trim_matches('\'').to_owned()))
+        .collect()
+}
+
+impl Broker {
+    /// One broker for the whole test binary.
+    pub fn shared() -> &'static Broker {
+        static SHARED: OnceLock<Broker> = OnceLock::new();
+        SHARED.get_or_init(|| match std::env::var("VIGIL_TEST_BROKERS") {
+            Ok(brokers) if !brokers.trim().is_empty() => {
+                Broker { brokers, dir: None, _watchdog: Mutex::new(None) }
+            }
+            _ => {
+                let env = start_script(&[]);
+                let dir = PathBuf::from(&env["KAFKA_DIR"]);
+                // A static is never dropped: stop the broker when the
+                // process ends instead.
+                let watchdog = spawn_watchdog(&dir);
+                Broker { brokers: env["KAFKA_BROKERS"].clone(), dir: Some(dir), _watchdog: Mutex::new(Some(watchdog)) }
+            }
+        })
+    }
+
+    /// A broker of its own, for tests that stop and restart it.
+    pub fn start_new() -> Broker {
+        let env = start_script(&[]);
+        Broker {
+            brokers: env["KAFKA_BROKERS"].clone(),
+            dir: Some(PathBuf::from(&env["KAFKA_DIR"])),
+            _watchdog: Mutex::new(None),
+        }
+    }
+
+    /// Stops the broker gracefully (SIGTERM); its data and port stay.
+    pub fn stop(&self) {
+        let dir = self.dir.as_ref().expect("only an owned broker can be stopped");
+        let status = Command::new(script()).args(["stop", "--dir"]).arg(dir).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Starts a stopped broker again on the same data and port.
+    pub fn restart(&self) {
+        let dir = self.dir.as_ref().expect("only an owned broker can be restarted");
+        start_script(&["--dir", dir.to_str().unwrap()]);
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = Command::new(script()).args(["stop", "--purge", "--dir"]).arg(dir).status();
+        }
+    }
+}
+
+fn spawn_watchdog(dir: &Path) -> ChildStdin {
+    let mut child: Child = Command::new("sh")
+        .arg("-c")
+        .arg("read _ignored; exec \"$0\" stop --purge --dir \"$1\" 2>/dev/null")
+        .arg(script())
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the broker watchdog");
+    child.stdin.take().unwrap()
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(name: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{name}-{}-{}-{nanos}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A configuration with topics and group of its own, created with
+/// `partitions` partitions each.
+pub fn config(brokers: &str, name: &str, partitions: i32, delivery: Delivery) -> KafkaConfig {
+    let prefix = unique(name);
+    let topics = Topics {
+        activity: format!("{prefix}.activity"),
+        signals: format!("{prefix}.signals"),
+        decisions: format!("{prefix}.decisions"),
+        alerts: format!("{prefix}.alerts"),
+        control: format!("{prefix}.control"),
+        dlq: format!("{prefix}.dlq"),
+    };
+    let mut config = KafkaConfig {
+        brokers: brokers.to_owned(),
+        group_id: format!("{prefix}-group"),
+        delivery,
+        topics,
+        ..KafkaConfig::default()
+    };
+    config.create_topics.partitions = partitions;
+    config.create_topics.at_startup = false;
+    // Faster group joins on a test broker.
+    config.consumer_properties.insert("session.timeout.ms".into(), "10000".into());
+    config.consumer_properties.insert("heartbeat.interval.ms".into(), "1000".into());
+    kafka::create_topics(&config).unwrap();
+    config
+}
+
+pub fn decide() -> Work {
+    Work::Decide { ruleset: RulesetSource::shipped().unwrap(), state: StateConfig::default(), mode: Mode::Enforce }
+}
+
+/// The engine on its own thread until [`Engine::stop`].
+pub struct Engine {
+    shutdown: Arc<AtomicBool>,
+    handle: Option<JoinHandle<Result<Vec<WorkerReport>, KafkaEngineError>>>,
+}
+
+impl Engine {
+    pub fn start(config: &KafkaConfig, work: Work) -> Engine {
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let (config, stop) = (config.clone(), Arc::clone(&shutdown));
+        let handle = std::thread::spawn(move || kafka::run(&config, &work, stop));
+        Engine { shutdown, handle: Some(handle) }
+    }
+
+    pub fn stop(mut self) -> Vec<WorkerReport> {
+        self.shutdown.store(true, Ordering::Relaxed);
+        self.handle.take().unwrap().join().unwrap().unwrap()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown.store(true, Ordering::Relaxed);
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// One record to produce.
+#[derive(Debug, Clone, Default)]
+pub struct Input {
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Input {
+    pub fn new(payload: impl Into<Vec<u8>>) -> Input {
+        Input { payload: payload.into(), ..Input::default() }
+    }
+
+    /// Keyed by the record's `agent_id` when it has one, as a gateway would.
+    pub fn keyed_json(line: &str) -> Input {
+        let key = serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v.get("agent_id").and_then(|a| a.as_str()).map(|a| a.as_bytes().to_vec()));
+        Input { key, payload: line.as_bytes().to_vec(), headers: Vec::new() }
+    }
+
+    pub fn header(mut self, key: &str, value: &str) -> Input {
+        self.headers.push((key.to_owned(), value.as_bytes().to_vec()));
+        self
+    }
+}
+
+pub struct TestProducer {
+    producer: ThreadedProducer<DefaultProducerContext>,
+}
+
+impl TestProducer {
+    pub fn new(brokers: &str) -> TestProducer {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "2")
+            .create()
+            .unwrap();
+        TestProducer { producer }
+    }
+
+    /// Queues `inputs` in order (idempotence keeps the order per partition).
+    pub fn send(&self, topic: &str, inputs: &[Input]) {
+        for input in inputs {
+            let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(&input.payload[..]);
+            if let Some(key) = &input.key {
+                record = record.key(&key[..]);
+            }
+            if !input.headers.is_empty() {
+                let mut headers = OwnedHeaders::new();
+                for (key, value) in &input.headers {
+                    headers = headers.insert(Header { key, value: Some(&value[..]) });
+                }
+                record = record.headers(headers);
+            }
+            loop {
+                match self.producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        self.producer.poll(Duration::from_millis(10));
+                    }
+                    Err((e, _)) => panic!("produce: {e}"),
+                }
+            }
+        }
+    }
+
+    pub fn flush(&self) {
+        self.producer.flush(Duration::from_secs(60)).unwrap();
+    }
+}
+
+/// One record read back from an output topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl Output {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.as_ref())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).unwrap()
+    }
+}
+
+/// A read_committed reader of one topic, from its beginning.
+pub struct Collector {
+    consumer: BaseConsumer,
+    topic: String,
+    partitions: usize,
+    pub records: Vec<Output>,
+}
+
+impl Collector {
+    pub fn new(brokers: &str, topic: &str) -> Collector {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", unique("collector"))
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .create()
+            .unwrap();
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+        let partitions: Vec<i32> = metadata.topics()[0].partitions().iter().map(|p| p.id()).collect();
+        assert!(!partitions.is_empty(), "topic {topic} has no partitions");
+        let mut list = TopicPartitionList::new();
+        for p in &partitions {
+            list.add_partition_offset(topic, *p, Offset::Beginning).unwrap();
+        }
+        consumer.assign(&list).unwrap();
+        Collector { consumer, topic: topic.to_owned(), partitions: partitions.len(), records: Vec::new() }
+    }
+
+    /// Reads until `done` holds for what was read, or panics at `deadline`.
+    pub fn until(&mut self, deadline: Instant, done: impl Fn(&[Output]) -> bool) {
+        while !done(&self.records) {
+            assert!(
+                Instant::now() < deadline,
+                "{}: gave up waiting after {} records",
+                self.topic,
+                self.records.len()
+            );
+            self.poll(Duration::from_millis(100));
+        }
+    }
+
+    pub fn until_count(&mut self, deadline: Instant, count: usize) {
+        self.until(deadline, |r| r.len() >= count);
+    }
+
+    /// Reads until every partition reported its end (only meaningful once
+    /// nothing writes to the topic any more).
+    pub fn drain(&mut self, deadline: Instant) {
+        let mut at_end = std::collections::BTreeSet::new();
+        while at_end.len() < self.partitions {
+            assert!(Instant::now() < deadline, "{}: never reached the end", self.topic);
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    at_end.remove(&m.partition());
+                    push(&mut self.records, &m);
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    at_end.insert(p);
+                }
+                Some(Err(e)) => eprintln!("collector {}: {e}", self.topic),
+                None => {}
+            }
+        }
+    }
+
+    fn poll(&mut self, timeout: Duration) {
+        match self.consumer.poll(timeout) {
+            Some(Ok(m)) => push(&mut self.records, &m),
+            Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+            Some(Err(e)) => eprintln!("collector {}: {e}", self.topic),
+        }
+    }
+
+    pub fn payloads(&self) -> Vec<Vec<u8>> {
+        self.records.iter().map(|r| r.payload.clone()).collect()
+    }
+}
+
+fn push(records: &mut Vec<Output>, m: &rdkafka::message::BorrowedMessage<'_>) {
+    {
+        let headers = m
+            .headers()
+            .map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect())
+            .unwrap_or_default();
+        records.push(Output {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().unwrap_or_default().to_vec(),
+            headers,
+        });
+    }
+}
+
+pub fn deadline(seconds: u64) -> Instant {
+    Instant::now() + Duration::from_secs(seconds)
+}
+
+/// The `event_id`s of decision records, sorted (a multiset).
+pub fn event_ids(decisions: &[Output]) -> Vec<String> {
+    let mut ids: Vec<String> =
+        decisions.iter().map(|d| d.json()["event_id"].as_str().unwrap_or_default().to_owned()).collect();
+    ids.sort();
+    ids
+}
+
+pub fn write_lines(path: &Path, lines: &[String]) {
+    let mut file = std::fs::File::create(path).unwrap();
+    for line in lines {
+        writeln!(file, "{line}").unwrap();
+    }
+}
