@@ -15,6 +15,7 @@
 //! `state`, `rules` and `decide` know nothing of Kafka, threads or clocks:
 //! the same input always gives the same bytes out.
 
+pub mod checkpoint;
 pub mod config;
 pub mod decide;
 pub mod decode;

@@ -12,7 +12,7 @@ mod agent;
 mod task;
 pub mod window;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
@@ -108,6 +108,61 @@ pub struct State {
     deadlines: BTreeSet<(Timestamp, Key)>,
     watermark: Timestamp,
     last_sweep: Timestamp,
+    /// Entries changed since the last [`State::take_changes`]: what an
+    /// incremental checkpoint writes.
+    #[serde(skip)]
+    dirty: HashSet<Entry>,
+}
+
+/// One entry of the state as a checkpoint stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Entry {
+    Agent(Key),
+    Task(Key),
+    Credential(Key),
+    Threats,
+    Clock,
+}
+
+impl Entry {
+    /// The store key: a kind byte, then the 128-bit key big-endian, so a
+    /// store's key order groups entries by kind.
+    pub fn to_bytes(self) -> Vec<u8> {
+        let (kind, k) = match self {
+            Entry::Agent(k) => (b'a', Some(k)),
+            Entry::Task(k) => (b't', Some(k)),
+            Entry::Credential(k) => (b'c', Some(k)),
+            Entry::Threats => (b'x', None),
+            Entry::Clock => (b'w', None),
+        };
+        let mut bytes = vec![kind];
+        if let Some(k) = k {
+            bytes.extend_from_slice(&k.to_be_bytes());
+        }
+        bytes
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Option<Entry> {
+        let key = || bytes.get(1..17).and_then(|b| b.try_into().ok()).map(u128::from_be_bytes);
+        match bytes.first()? {
+            b'a' => key().map(Entry::Agent),
+            b't' => key().map(Entry::Task),
+            b'c' => key().map(Entry::Credential),
+            b'x' => Some(Entry::Threats),
+            b'w' => Some(Entry::Clock),
+            _ => None,
+        }
+    }
+}
+
+/// Why a snapshot could not be restored. Nothing is half-read: a snapshot
+/// with any bad entry is refused whole.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("unknown state entry key `{0}`")]
+    UnknownKey(String),
+    #[error("state entry `{key}` does not decode: {reason}")]
+    Corrupt { key: String, reason: String },
 }
 
 impl State {
@@ -162,6 +217,7 @@ impl State {
         if fresh {
             let agent = AgentState::new(&event.tenant, &event.agent_id, &event.workload_id, now);
             self.agents.insert(agent_key, Rc::new(agent));
+            self.dirty.insert(Entry::Agent(agent_key));
         }
         let agent = self.agents.get(&agent_key).cloned().unwrap_or_else(|| {
             Rc::new(AgentState::new(&event.tenant, &event.agent_id, &event.workload_id, now))
@@ -193,6 +249,7 @@ impl State {
         let tenant = event.tenant.as_str();
 
         let agent_key = key(tenant, &event.agent_id);
+        self.dirty.insert(Entry::Agent(agent_key));
         let agent = Rc::make_mut(
             self.agents
                 .entry(agent_key)
@@ -220,8 +277,10 @@ impl State {
             self.issue_credential(event);
         }
         if let Some(used) = &event.credential {
-            if let Some(c) = self.credentials.get_mut(&key(tenant, &used.id)) {
+            let cred_key = key(tenant, &used.id);
+            if let Some(c) = self.credentials.get_mut(&cred_key) {
                 Rc::make_mut(c).last_seen = now;
+                self.dirty.insert(Entry::Credential(cred_key));
             }
         }
         self.apply_commands(commands, now);
@@ -230,6 +289,7 @@ impl State {
     fn fold_task(&mut self, event: &ActivityEvent, task_id: &str, depth: u32) {
         let now = event.time;
         let task_key = key(&event.tenant, task_id);
+        self.dirty.insert(Entry::Task(task_key));
         let forgotten = self.tasks.get(&task_key).is_some_and(|t| self.task_is_forgotten(t, now));
         if forgotten || event.kind == EventKind::TaskStarted {
             if let Some(old) = self.tasks.remove(&task_key) {
@@ -281,6 +341,7 @@ impl State {
     fn issue_credential(&mut self, event: &ActivityEvent) {
         let Some(cred) = &event.credential else { return };
         let cred_key = key(&event.tenant, &cred.id);
+        self.dirty.insert(Entry::Credential(cred_key));
         self.credentials.insert(
             cred_key,
             Rc::new(CredentialState {
@@ -313,15 +374,18 @@ impl State {
             match command.command {
                 CommandKind::RevokeCredentials | CommandKind::RevokeAgent => {
                     for id in &command.credential_ids {
-                        if let Some(c) = self.credentials.get_mut(&key(&command.tenant, id)) {
-                            let c = Rc::make_mut(c);
-                            c.revoked_at.get_or_insert(now);
+                        let cred_key = key(&command.tenant, id);
+                        if let Some(c) = self.credentials.get_mut(&cred_key) {
+                            Rc::make_mut(c).revoked_at.get_or_insert(now);
+                            self.dirty.insert(Entry::Credential(cred_key));
                         }
                     }
                 }
                 CommandKind::Quarantine | CommandKind::Release => {
-                    if let Some(agent) = self.agents.get_mut(&key(&command.tenant, &command.agent_id)) {
+                    let agent_key = key(&command.tenant, &command.agent_id);
+                    if let Some(agent) = self.agents.get_mut(&agent_key) {
                         Rc::make_mut(agent).quarantined = command.command == CommandKind::Quarantine;
+                        self.dirty.insert(Entry::Agent(agent_key));
                     }
                 }
                 CommandKind::StepUp => {}
@@ -338,11 +402,14 @@ impl State {
                 for subject in [&signal.target, &signal.workload_id].into_iter().flatten() {
                     self.threats.insert(subject.clone(), threat.clone());
                 }
+                self.dirty.insert(Entry::Threats);
             }
             SignalKind::CredentialLeaked => {
                 if let Some(id) = &signal.credential_id {
-                    if let Some(c) = self.credentials.get_mut(&key(&signal.tenant, id)) {
+                    let cred_key = key(&signal.tenant, id);
+                    if let Some(c) = self.credentials.get_mut(&cred_key) {
                         Rc::make_mut(c).leaked = true;
+                        self.dirty.insert(Entry::Credential(cred_key));
                     }
                 }
             }
@@ -415,6 +482,7 @@ impl State {
     pub fn expire_task(&mut self, tenant: &str, task_id: &str) {
         let task_key = key(tenant, task_id);
         if let Some(task) = self.tasks.get_mut(&task_key) {
+            self.dirty.insert(Entry::Task(task_key));
             let task = Rc::make_mut(task);
             if let Some(deadline) = task.deadline {
                 self.deadlines.remove(&(deadline, task_key));
@@ -422,6 +490,69 @@ impl State {
                 task.ended_at = Some(deadline);
             }
         }
+    }
+
+    /// The encoded value of one entry, `None` if it no longer exists.
+    pub fn encode_entry(&self, entry: Entry) -> Option<Vec<u8>> {
+        let bytes = match entry {
+            Entry::Agent(k) => postcard::to_allocvec(self.agents.get(&k)?.as_ref()),
+            Entry::Task(k) => postcard::to_allocvec(self.tasks.get(&k)?.as_ref()),
+            Entry::Credential(k) => postcard::to_allocvec(self.credentials.get(&k)?.as_ref()),
+            Entry::Threats => postcard::to_allocvec(&self.threats),
+            Entry::Clock => postcard::to_allocvec(&(self.watermark, self.last_sweep)),
+        };
+        bytes.ok()
+    }
+
+    /// What changed since the last call, as (store key, value or deletion);
+    /// the clock is always included. Sorted, so checkpoints are reproducible.
+    pub fn take_changes(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        let mut dirty: Vec<Entry> = self.dirty.drain().collect();
+        dirty.push(Entry::Clock);
+        dirty.sort_unstable();
+        dirty.into_iter().map(|e| (e.to_bytes(), self.encode_entry(e))).collect()
+    }
+
+    /// Every entry, for a full snapshot. Clears the change set.
+    pub fn snapshot(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.dirty.clear();
+        let mut entries: Vec<Entry> = self
+            .agents
+            .keys()
+            .map(|k| Entry::Agent(*k))
+            .chain(self.tasks.keys().map(|k| Entry::Task(*k)))
+            .chain(self.credentials.keys().map(|k| Entry::Credential(*k)))
+            .chain([Entry::Threats, Entry::Clock])
+            .collect();
+        entries.sort_unstable();
+        entries.into_iter().filter_map(|e| Some((e.to_bytes(), self.encode_entry(e)?))).collect()
+    }
+
+    /// Rebuilds a state from stored entries (any order).
+    pub fn restore<'a>(config: StateConfig, entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Result<State, RestoreError> {
+        let mut state = State::new(config);
+        for (k, v) in entries {
+            let entry = Entry::from_bytes(k).ok_or_else(|| RestoreError::UnknownKey(hex::encode(k)))?;
+            let corrupt = |e: postcard::Error| RestoreError::Corrupt { key: hex::encode(k), reason: e.to_string() };
+            match entry {
+                Entry::Agent(key) => {
+                    state.agents.insert(key, Rc::new(postcard::from_bytes(v).map_err(corrupt)?));
+                }
+                Entry::Task(key) => {
+                    let task: TaskState = postcard::from_bytes(v).map_err(corrupt)?;
+                    if let (Some(deadline), TaskStatus::Active) = (task.deadline, task.status) {
+                        state.deadlines.insert((deadline, key));
+                    }
+                    state.tasks.insert(key, Rc::new(task));
+                }
+                Entry::Credential(key) => {
+                    state.credentials.insert(key, Rc::new(postcard::from_bytes(v).map_err(corrupt)?));
+                }
+                Entry::Threats => state.threats = postcard::from_bytes(v).map_err(corrupt)?,
+                Entry::Clock => (state.watermark, state.last_sweep) = postcard::from_bytes(v).map_err(corrupt)?,
+            }
+        }
+        Ok(state)
     }
 
     /// Moves the watermark and, every `sweep_every_s`, drops what is forgotten.
@@ -439,11 +570,19 @@ impl State {
 
     fn sweep(&mut self, now: Timestamp) {
         let idle = self.config.agent_idle_s as i64;
-        self.agents.retain(|_, a| now <= a.last_seen.plus_secs(idle));
-        for agent in self.agents.values_mut() {
+        let dirty = &mut self.dirty;
+        self.agents.retain(|k, a| {
+            let keep = now <= a.last_seen.plus_secs(idle);
+            if !keep {
+                dirty.insert(Entry::Agent(*k));
+            }
+            keep
+        });
+        for (k, agent) in self.agents.iter_mut() {
             // Windows only matter for an hour; an idle agent drops them.
             if agent.windows.is_some() && now > agent.last_seen.plus_secs(3600) {
                 Rc::make_mut(agent).windows = None;
+                dirty.insert(Entry::Agent(*k));
             }
         }
         let forgotten: Vec<Key> = self
@@ -453,6 +592,7 @@ impl State {
             .map(|(k, _)| *k)
             .collect();
         for task_key in forgotten {
+            self.dirty.insert(Entry::Task(task_key));
             if let Some(task) = self.tasks.remove(&task_key) {
                 if let Some(deadline) = task.deadline {
                     self.deadlines.remove(&(deadline, task_key));
@@ -460,9 +600,14 @@ impl State {
             }
         }
         let retention = self.config.task_retention_s as i64;
-        self.credentials.retain(|_, c| {
+        let dirty = &mut self.dirty;
+        self.credentials.retain(|k, c| {
             let until = c.expires_at().unwrap_or(c.last_seen).max(c.last_seen);
-            now <= until.plus_secs(retention)
+            let keep = now <= until.plus_secs(retention);
+            if !keep {
+                dirty.insert(Entry::Credential(*k));
+            }
+            keep
         });
     }
 }
