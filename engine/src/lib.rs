@@ -16,6 +16,7 @@
 //! the same input always gives the same bytes out.
 
 pub mod checkpoint;
+pub mod caep;
 pub mod config;
 pub mod decide;
 pub mod decode;
@@ -23,6 +24,7 @@ pub mod event;
 pub mod kafka;
 pub mod pipeline;
 pub mod rules;
+pub mod sign;
 pub mod sink;
 pub mod source;
 pub mod state;
