@@ -3,9 +3,11 @@
 //! Exit codes: 0 success, 1 a failed check or test, 2 bad usage or input.
 
 mod demo;
+mod keys;
 mod rules_cmd;
 mod run;
 mod topics;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +32,13 @@ enum Command {
         #[command(subcommand)]
         command: rules_cmd::RulesCommand,
     },
+    /// Make the signing key for control commands and sign commands with it.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
+    /// Verify signed control commands (native JWS or CAEP SETs) against a JWK set.
+    Verify(verify::VerifyArgs),
     /// Create the Kafka topics Vigil reads and writes.
     Topics {
         #[command(subcommand)]
@@ -63,6 +72,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Rules { command } => rules_cmd::run(command),
         Command::Topics { command } => topics::run(command),
+        Command::Keys { command } => keys::run(command),
+        Command::Verify(args) => verify::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
