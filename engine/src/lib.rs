@@ -15,8 +15,8 @@
 //! `state`, `rules` and `decide` know nothing of Kafka, threads or clocks:
 //! the same input always gives the same bytes out.
 
-pub mod checkpoint;
 pub mod caep;
+pub mod checkpoint;
 pub mod config;
 pub mod decide;
 pub mod decode;
