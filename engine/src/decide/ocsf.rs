@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::event::{ActivityEvent, Severity, Timestamp};
+use crate::event::{ActivityEvent, DataClass, Severity, Timestamp};
 use crate::rules::RuleMeta;
 use crate::verdict::{Decision, Verdict};
 
@@ -25,6 +25,21 @@ pub fn disposition(verdict: Verdict) -> (u8, &'static str) {
         Verdict::StepUp => (23, "Challenge"),
         Verdict::Deny => (2, "Blocked"),
         Verdict::Revoke => (24, "Access Revoked"),
+    }
+}
+
+/// OCSF `data_classification`: personal and financial data are categories,
+/// the rest are confidentiality levels (Vigil's `internal` has no OCSF
+/// level of its own, so it is "Other" with its name).
+fn data_classification(class: DataClass) -> Value {
+    match class {
+        DataClass::Pii => json!({"category_id": 1, "category": "Personal"}),
+        DataClass::Financial => json!({"category_id": 3, "category": "Financial"}),
+        DataClass::Public => json!({"confidentiality_id": 1, "confidentiality": "Not Confidential"}),
+        DataClass::Confidential => json!({"confidentiality_id": 2, "confidentiality": "Confidential"}),
+        DataClass::Secret => json!({"confidentiality_id": 3, "confidentiality": "Secret"}),
+        DataClass::Restricted => json!({"confidentiality_id": 6, "confidentiality": "Restricted"}),
+        DataClass::Internal => json!({"confidentiality_id": 99, "confidentiality": "internal"}),
     }
 }
 
@@ -67,9 +82,17 @@ pub fn finding<'a>(decision: &Decision, event: &ActivityEvent, meta: impl Fn(&st
     if let Some(target) = &event.target {
         let mut resource = json!({"name": target, "type": "target"});
         if let Some(class) = event.data_class {
-            resource["data_classification"] = json!({"category": class.as_str()});
+            resource["data_classification"] = data_classification(class);
         }
         resources.push(resource);
+    }
+    // OCSF has no null values: absent tool or task means absent attributes.
+    let mut actor = json!({"user": {"uid": decision.agent_id, "name": decision.agent_id, "type_id": 99, "type": "AI Agent"}});
+    if let Some(task) = &decision.task_id {
+        actor["session"] = json!({"uid": task});
+    }
+    if let Some(tool) = &event.tool {
+        actor["app_name"] = json!(tool);
     }
     Some(json!({
         "activity_id": 1,
@@ -93,6 +116,8 @@ pub fn finding<'a>(decision: &Decision, event: &ActivityEvent, meta: impl Fn(&st
         "risk_score": decision.score,
         "metadata": {
             "version": OCSF_VERSION,
+            // `action_id`/`disposition_id` come from the Security Control profile, `actor` from Host.
+            "profiles": ["host", "security_control"],
             "uid": decision.decision_id,
             "product": {"name": "Vigil", "vendor_name": "Vigil", "version": env!("CARGO_PKG_VERSION")},
             "tenant_uid": decision.tenant,
@@ -105,11 +130,8 @@ pub fn finding<'a>(decision: &Decision, event: &ActivityEvent, meta: impl Fn(&st
             "types": references,
             "related_events_count": 1,
         },
-        "actor": {
-            "user": {"uid": decision.agent_id, "name": decision.agent_id, "type_id": 99, "type": "AI Agent"},
-            "session": {"uid": decision.task_id},
-            "app_name": event.tool,
-        },
+        "actor": actor,
+        "is_alert": true,
         "resources": resources,
         "unmapped": {
             "event_id": decision.event_id,
