@@ -4,6 +4,7 @@
 
 mod demo;
 mod keys;
+mod replay;
 mod rules_cmd;
 mod run;
 mod topics;
@@ -27,6 +28,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run the engine on a JSON Lines file (or stdin) or on Kafka.
     Run(run::RunArgs),
+    /// Backtest a ruleset on recorded activity and diff its decisions against a baseline.
+    Replay(replay::ReplayArgs),
     /// Compile, lint and test rulesets.
     Rules {
         #[command(subcommand)]
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Run(args) => run::run(args),
+        Command::Replay(args) => replay::run(args),
         Command::Rules { command } => rules_cmd::run(command),
         Command::Topics { command } => topics::run(command),
         Command::Keys { command } => keys::run(command),

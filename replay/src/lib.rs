@@ -1,1 +1,236 @@
+//! `vigil replay`: the analyst's backtest. Recorded activity goes through the
+//! engine's own [`Pipeline`](vigil::pipeline::Pipeline) under a candidate
+//! ruleset, and every decision is compared with a baseline: a second ruleset
+//! in the same pass, or the decisions a live run recorded.
+//!
+//! The layout follows the data:
+//!
+//! - [`input`] streams JSON Lines (plain or gzip) and hashes what it reads;
+//! - [`route`] spreads records over workers by `(tenant, agent_id)`;
+//! - [`worker`] runs the pipelines and compares, with [`compare`], into a [`tally`];
+//! - [`baseline`] joins recorded decisions to the input;
+//! - [`diff_file`], [`summary`] and [`report`] write `diff.jsonl`,
+//!   `summary.json` and `report.html`.
+//!
+//! Outputs are ordered by input position and never by thread timing, so the
+//! same input and rulesets give the same bytes whatever the worker count.
 
+pub mod baseline;
+pub mod compare;
+pub mod diff_file;
+pub mod input;
+pub mod progress;
+pub mod report;
+pub mod route;
+pub mod summary;
+pub mod tally;
+pub mod worker;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use vigil::rules::{RuleHost, RulesetError, RulesetSource};
+use vigil::source::{Record, Source, SourceError};
+use vigil::state::StateConfig;
+
+pub use baseline::Baseline;
+use baseline::RecordedJoin;
+use progress::ProgressBar;
+use route::{Route, Router, RoutingKey};
+use summary::{BaselineFacts, RunFacts, Summary};
+use tally::Tally;
+use worker::{Job, WorkerSpec};
+
+/// The output files, in `--out DIR`.
+pub const SUMMARY_FILE: &str = "summary.json";
+pub const DIFF_FILE: &str = "diff.jsonl";
+pub const REPORT_FILE: &str = "report.html";
+
+/// Records per message to a worker: large enough that the channel costs
+/// little per record, small enough to keep the workers evenly fed.
+const BATCH: usize = 256;
+/// Batches waiting per worker: this bounds the memory of a replay.
+const QUEUE: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("cannot read `{path}`: {error}")]
+    Read { path: String, error: std::io::Error },
+    #[error("cannot write `{path}`: {error}")]
+    Write { path: String, error: std::io::Error },
+    #[error("ruleset refused:\n{0}")]
+    Ruleset(#[from] RulesetError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("cannot encode output: {0}")]
+    Encode(String),
+    #[error("replay worker {0} stopped unexpectedly")]
+    Worker(usize),
+}
+
+/// One replay: what to read, what to compare, where to write.
+#[derive(Debug, Clone)]
+pub struct ReplayConfig {
+    /// JSON Lines of activity events and signals, plain or gzip.
+    pub input: PathBuf,
+    pub candidate: RulesetSource,
+    pub baseline: Baseline,
+    pub out: PathBuf,
+    /// Worker threads (at least one).
+    pub workers: usize,
+    pub state: StateConfig,
+    /// Draw a progress bar when stderr is a terminal.
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplayOutcome {
+    pub summary: Summary,
+    pub elapsed: Duration,
+}
+
+struct Workers {
+    senders: Vec<SyncSender<Vec<Job>>>,
+    batches: Vec<Vec<Job>>,
+    handles: Vec<JoinHandle<Result<Tally, ReplayError>>>,
+    parts: Vec<PathBuf>,
+}
+
+impl Workers {
+    fn spawn(config: &ReplayConfig, baseline_rules: Option<&RulesetSource>) -> Result<Workers, ReplayError> {
+        let n = config.workers.max(1);
+        let mut workers = Workers { senders: Vec::new(), batches: Vec::new(), handles: Vec::new(), parts: Vec::new() };
+        for i in 0..n {
+            let (tx, rx) = sync_channel(QUEUE);
+            let part = config.out.join(format!(".diff.part-{i}"));
+            let spec = WorkerSpec {
+                source_name: config.input.display().to_string(),
+                candidate: config.candidate.clone(),
+                baseline: baseline_rules.cloned(),
+                state: config.state.clone(),
+                diff_part: part.clone(),
+            };
+            let handle = std::thread::Builder::new()
+                .name(format!("replay-{i}"))
+                .spawn(move || worker::run(spec, rx))
+                .map_err(|_| ReplayError::Worker(i))?;
+            workers.senders.push(tx);
+            workers.batches.push(Vec::with_capacity(BATCH));
+            workers.handles.push(handle);
+            workers.parts.push(part);
+        }
+        Ok(workers)
+    }
+
+    /// Queues a job; `false` when the worker has stopped (its error is
+    /// collected by [`Workers::join`]).
+    fn push(&mut self, i: usize, job: Job) -> bool {
+        self.batches[i].push(job);
+        if self.batches[i].len() < BATCH {
+            return true;
+        }
+        let batch = std::mem::replace(&mut self.batches[i], Vec::with_capacity(BATCH));
+        self.senders[i].send(batch).is_ok()
+    }
+
+    fn join(mut self) -> Result<(Tally, Vec<PathBuf>), ReplayError> {
+        for (tx, batch) in self.senders.iter().zip(self.batches.iter_mut()) {
+            if !batch.is_empty() {
+                let _ = tx.send(std::mem::take(batch));
+            }
+        }
+        self.senders.clear();
+        let mut tally = Tally::default();
+        for (i, handle) in self.handles.into_iter().enumerate() {
+            let part = handle.join().map_err(|_| ReplayError::Worker(i))??;
+            tally.merge(part);
+        }
+        Ok((tally, self.parts))
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ReplayError> {
+    std::fs::write(path, bytes).map_err(|error| ReplayError::Write { path: path.display().to_string(), error })
+}
+
+/// Runs one replay and writes `summary.json`, `diff.jsonl` and `report.html`.
+pub fn replay(config: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
+    let started = Instant::now();
+    // Compile once here so a broken ruleset is refused before any work starts.
+    let candidate_version = RuleHost::compile(config.candidate.clone())?.version().to_owned();
+    let (baseline_rules, mut join) = match &config.baseline {
+        Baseline::Rules(rules) => {
+            RuleHost::compile(rules.clone())?;
+            (Some(rules), None)
+        }
+        Baseline::Recorded(path) => (None, Some(RecordedJoin::open(path)?)),
+    };
+    std::fs::create_dir_all(&config.out)
+        .map_err(|error| ReplayError::Write { path: config.out.display().to_string(), error })?;
+    let mut input = input::open_jsonl(&config.input)?;
+    let mut workers = Workers::spawn(config, baseline_rules)?;
+    let mut router = Router::new(workers.senders.len());
+    let mut bar = ProgressBar::new(config.progress);
+    let mut record = Record::default();
+    let mut n: u64 = 0;
+    'read: while input.source.next_into(&mut record)? {
+        n += 1;
+        if n.is_multiple_of(4096) {
+            bar.update(input.progress.read.get(), input.progress.total, n);
+        }
+        let key = RoutingKey::parse(&record.payload);
+        let recorded = match (&mut join, &key) {
+            (Some(join), Some(key)) if key.signal_id.is_none() => match key.event_id.as_deref() {
+                Some(id) => join.take(id)?,
+                None => None,
+            },
+            _ => None,
+        };
+        let route = router.route(key.as_ref());
+        drop(key);
+        let line = record.origin.offset;
+        match route {
+            Route::One(i) => {
+                let job = Job { line, payload: std::mem::take(&mut record.payload), recorded, counted: true };
+                if !workers.push(i, job) {
+                    break 'read;
+                }
+            }
+            Route::Every => {
+                for i in 0..workers.senders.len() {
+                    let job = Job { line, payload: record.payload.clone(), recorded: None, counted: i == 0 };
+                    if !workers.push(i, job) {
+                        break 'read;
+                    }
+                }
+            }
+        }
+    }
+    bar.finish();
+    let (mut tally, parts) = workers.join()?;
+    let baseline = match join {
+        Some(join) => {
+            let (sha256, unreadable, unmatched) = join.finish()?;
+            tally.baseline_unreadable += unreadable;
+            for (mine, theirs) in tally.only_baseline.iter_mut().zip(unmatched) {
+                *mine += theirs;
+            }
+            BaselineFacts::Recorded { sha256 }
+        }
+        None => BaselineFacts::Rules {
+            version: baseline_rules.map(|r| r.version.clone()).unwrap_or_default(),
+        },
+    };
+    let facts = RunFacts { input_sha256: input.digest.hex(), candidate_version, baseline };
+    let summary = summary::build(&tally, &facts);
+    let mut json = serde_json::to_vec_pretty(&summary).map_err(|e| ReplayError::Encode(e.to_string()))?;
+    json.push(b'\n');
+    write_file(&config.out.join(SUMMARY_FILE), &json)?;
+    diff_file::merge(&parts, &config.out.join(DIFF_FILE))?;
+    let elapsed = started.elapsed();
+    let context = report::Context { input: &config.input, elapsed, workers: config.workers.max(1) };
+    write_file(&config.out.join(REPORT_FILE), report::html(&summary, &context).as_bytes())?;
+    Ok(ReplayOutcome { summary, elapsed })
+}

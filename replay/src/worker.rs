@@ -1,0 +1,125 @@
+//! One replay worker: its own pipelines (a `Pipeline` holds `Rc` state and a
+//! Rhai engine, so it is built on the thread that uses it), fed raw records
+//! over a bounded channel.
+//!
+//! Each record goes through `Pipeline::process` exactly as `pipeline::run`
+//! feeds it, once per ruleset, so the decisions are the live engine's.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::mpsc::Receiver;
+
+use vigil::pipeline::{Outputs, Pipeline};
+use vigil::rules::{RuleHost, RulesetSource};
+use vigil::source::{Origin, Record};
+use vigil::state::StateConfig;
+use vigil::verdict::Decision;
+
+use crate::compare::{self, Side};
+use crate::tally::{verdict_index, Tally};
+use crate::ReplayError;
+
+/// One input record on its way to a worker.
+#[derive(Debug, Default)]
+pub struct Job {
+    /// The record's line in the input: its position in every output.
+    pub line: i64,
+    pub payload: Vec<u8>,
+    /// The recorded decision for this record's event, when comparing with one.
+    pub recorded: Option<Vec<u8>>,
+    /// Whether this worker counts the record (a signal sent to every worker
+    /// is counted once).
+    pub counted: bool,
+}
+
+#[derive(Debug)]
+pub struct WorkerSpec {
+    pub source_name: String,
+    pub candidate: RulesetSource,
+    /// `None` when the baseline is recorded decisions.
+    pub baseline: Option<RulesetSource>,
+    pub state: StateConfig,
+    /// Where this worker writes its changed decisions, in input order.
+    pub diff_part: PathBuf,
+}
+
+fn write_error(path: &std::path::Path) -> impl Fn(std::io::Error) -> ReplayError + '_ {
+    move |error| ReplayError::Write { path: path.display().to_string(), error }
+}
+
+/// Runs until the channel closes; returns what it counted.
+pub fn run(spec: WorkerSpec, jobs: Receiver<Vec<Job>>) -> Result<Tally, ReplayError> {
+    let mut candidate = Pipeline::new(RuleHost::compile(spec.candidate)?, spec.state.clone());
+    let mut baseline = match spec.baseline {
+        Some(rules) => Some(Pipeline::new(RuleHost::compile(rules)?, spec.state)),
+        None => None,
+    };
+    let file = File::create(&spec.diff_part).map_err(write_error(&spec.diff_part))?;
+    let mut diff = BufWriter::with_capacity(1 << 16, file);
+    let mut tally = Tally::default();
+    let mut record = Record { payload: Vec::new(), origin: Origin { source: spec.source_name, partition: 0, offset: 0 } };
+    let (mut after, mut before) = (Outputs::default(), Outputs::default());
+    for batch in jobs {
+        for job in batch {
+            record.payload = job.payload;
+            record.origin.offset = job.line;
+            after.clear();
+            candidate.process(&record, &mut after);
+            if job.counted {
+                tally.records += 1;
+                for letter in &after.dead_letters {
+                    *tally.dead_letters.entry(letter.error.label().to_owned()).or_default() += 1;
+                }
+                tally.events += after.decisions.len() as u64;
+                tally.signals += u64::from(after.dead_letters.is_empty() && after.decisions.is_empty());
+            }
+            let recorded;
+            let before_decision: Option<&Decision> = match baseline.as_mut() {
+                Some(pipeline) => {
+                    before.clear();
+                    pipeline.process(&record, &mut before);
+                    compare::commands(&mut tally, &before.commands, &after.commands);
+                    before.decisions.first()
+                }
+                None => {
+                    recorded = match job.recorded.as_deref().map(serde_json::from_slice::<Decision>) {
+                        Some(Ok(d)) => Some(d),
+                        Some(Err(_)) => {
+                            tally.baseline_unreadable += 1;
+                            None
+                        }
+                        None => None,
+                    };
+                    if let Some(d) = &recorded {
+                        if !tally.baseline_versions.contains(&d.ruleset) {
+                            tally.baseline_versions.insert(d.ruleset.clone());
+                        }
+                    }
+                    recorded.as_ref()
+                }
+            };
+            if let Some(b) = before_decision {
+                compare::count_in_timeline(&mut tally, Side::Baseline, b);
+            }
+            if let Some(a) = after.decisions.first() {
+                compare::count_in_timeline(&mut tally, Side::Candidate, a);
+            }
+            match (before_decision, after.decisions.first()) {
+                (Some(b), Some(a)) => {
+                    if let Some(changed) = compare::decisions(&mut tally, job.line, &record.payload, b, a) {
+                        write!(diff, "{}\t", job.line).map_err(write_error(&spec.diff_part))?;
+                        serde_json::to_writer(&mut diff, &changed)
+                            .map_err(|e| ReplayError::Encode(e.to_string()))?;
+                        diff.write_all(b"\n").map_err(write_error(&spec.diff_part))?;
+                    }
+                }
+                (None, Some(a)) => tally.only_candidate[verdict_index(a.decision)] += 1,
+                (Some(b), None) => tally.only_baseline[verdict_index(b.decision)] += 1,
+                (None, None) => {}
+            }
+        }
+    }
+    diff.flush().map_err(write_error(&spec.diff_part))?;
+    Ok(tally)
+}

@@ -1,0 +1,285 @@
+//! Replay as an analyst meets it: a candidate ruleset against the shipped
+//! one on the synthetic workload, checked against independent runs of the
+//! engine's own loop.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use vigil::pipeline::{self, Outputs, Pipeline};
+use vigil::rules::{RuleHost, RulesetSource};
+use vigil::sink::jsonl::JsonlSink;
+use vigil::sink::{Sink, SinkError};
+use vigil::source::file::JsonlSource;
+use vigil::source::Origin;
+use vigil::state::StateConfig;
+use vigil::verdict::{Decision, Verdict};
+use vigil::workload::{generate, WorkloadSpec};
+use vigil_replay::{replay, Baseline, ReplayConfig, DIFF_FILE, REPORT_FILE, SUMMARY_FILE};
+
+const NEW_RULE_ID: &str = "large_partner_post";
+const NEW_RULE: &str = r#"// id: large_partner_post
+// title: A large post to a partner API
+// severity: medium
+// kinds: network_egress
+// description: Over 150 kB in one post asks for a human.
+
+if event.tool == "http.post" && event.bytes > 150000 {
+    return finding(35, `post of ${event.bytes} bytes to ${event.target}`);
+}
+()
+"#;
+
+fn shipped_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules")
+}
+
+/// The shipped rules plus one.
+fn candidate_dir(dir: &Path) -> PathBuf {
+    let candidate = dir.join("candidate-rules");
+    std::fs::create_dir_all(&candidate).unwrap();
+    for entry in std::fs::read_dir(shipped_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, candidate.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::write(candidate.join(format!("{NEW_RULE_ID}.rhai")), NEW_RULE).unwrap();
+    candidate
+}
+
+fn workload(dir: &Path) -> PathBuf {
+    let spec = WorkloadSpec { agents_per_tenant: 6, tasks_per_agent: 2, actions_per_task: 20, ..WorkloadSpec::default() };
+    let path = dir.join("activity.jsonl");
+    let mut text = generate(&spec).join("\n");
+    text.push('\n');
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn config(input: &Path, candidate: &Path, baseline: Baseline, out: &Path, workers: usize) -> ReplayConfig {
+    ReplayConfig {
+        input: input.to_path_buf(),
+        candidate: RulesetSource::load(candidate).unwrap(),
+        baseline,
+        out: out.to_path_buf(),
+        workers,
+        state: StateConfig::default(),
+        progress: false,
+    }
+}
+
+fn shipped_baseline() -> Baseline {
+    Baseline::Rules(RulesetSource::load(&shipped_dir()).unwrap())
+}
+
+struct Collect(Vec<Decision>);
+
+impl Sink for Collect {
+    fn write(&mut self, out: &Outputs, _: &Origin) -> Result<(), SinkError> {
+        self.0.extend(out.decisions.iter().cloned());
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// One ruleset alone, through `pipeline::run` on one thread.
+fn decisions_alone(input: &Path, rules: &Path) -> Vec<Decision> {
+    let host = RuleHost::compile(RulesetSource::load(rules).unwrap()).unwrap();
+    let mut pipeline = Pipeline::new(host, StateConfig::default());
+    let mut source = JsonlSource::open(input.to_str().unwrap()).unwrap();
+    let mut sink = Collect(Vec::new());
+    pipeline::run(&mut source, &mut pipeline, &mut sink, &AtomicBool::new(false)).unwrap();
+    sink.0
+}
+
+fn diff_lines(out: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out.join(DIFF_FILE))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn summary(out: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(out.join(SUMMARY_FILE)).unwrap()).unwrap()
+}
+
+fn bytes(out: &Path, file: &str) -> Vec<u8> {
+    std::fs::read(out.join(file)).unwrap()
+}
+
+#[test]
+fn one_added_rule_changes_exactly_the_decisions_it_should() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = workload(dir.path());
+    let candidate = candidate_dir(dir.path());
+    let out = dir.path().join("out");
+    replay(&config(&input, &candidate, shipped_baseline(), &out, 2)).unwrap();
+
+    let before = decisions_alone(&input, &shipped_dir());
+    let after = decisions_alone(&input, &candidate);
+    assert_eq!(before.len(), after.len());
+    let expected: Vec<(String, Verdict, Verdict)> = before
+        .iter()
+        .zip(&after)
+        .inspect(|(b, a)| assert_eq!(b.event_id, a.event_id))
+        .filter(|(b, a)| b.decision != a.decision)
+        .map(|(b, a)| (a.event_id.clone(), b.decision, a.decision))
+        .collect();
+    assert!(expected.len() >= 10, "the new rule should change a fair number of decisions: {}", expected.len());
+
+    let lines = diff_lines(&out);
+    let got: Vec<(String, Verdict, Verdict)> = lines
+        .iter()
+        .map(|l| {
+            let v = |k: &str| serde_json::from_value::<Verdict>(l[k].clone()).unwrap();
+            (l["event_id"].as_str().unwrap().to_owned(), v("before"), v("after"))
+        })
+        .collect();
+    assert_eq!(got, expected);
+    // A change is the new rule firing, or a built-in obligation that follows
+    // from an earlier change for the same agent (a step-up still pending).
+    let mut stepped_up = std::collections::BTreeSet::new();
+    for line in &lines {
+        let added: Vec<&str> = line["rules_added"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+        let agent = (line["tenant"].as_str().unwrap(), line["agent_id"].as_str().unwrap());
+        if added.contains(&NEW_RULE_ID) {
+            assert!(line["reasons_after"].as_array().unwrap().iter().any(|r| r["rule"] == NEW_RULE_ID));
+            stepped_up.insert(agent);
+        } else {
+            assert!(added.iter().all(|r| r.starts_with("builtin.")), "{line}");
+            assert!(stepped_up.contains(&agent), "a consequence without a cause: {line}");
+        }
+    }
+    assert!(!stepped_up.is_empty());
+
+    let s = summary(&out);
+    assert_eq!(s["changed"], expected.len());
+    let fired = after.iter().filter(|d| d.reasons.iter().any(|r| r.rule == NEW_RULE_ID)).count();
+    let rule = s["rules"].as_array().unwrap().iter().find(|r| r["rule"] == NEW_RULE_ID).unwrap();
+    assert_eq!(rule["added"], fired);
+    assert_eq!(rule["removed"], 0);
+    let direct = lines.iter().filter(|l| l["rules_added"].as_array().unwrap().iter().any(|r| r == NEW_RULE_ID)).count();
+    assert_eq!(rule["changed_decisions"], direct);
+    for t in s["transitions"].as_array().unwrap() {
+        let (b, a): (Verdict, Verdict) =
+            (serde_json::from_value(t["before"].clone()).unwrap(), serde_json::from_value(t["after"].clone()).unwrap());
+        let n = expected.iter().filter(|(_, eb, ea)| *eb == b && *ea == a).count();
+        assert_eq!(t["count"], n, "{}", t["transition"]);
+        assert!(a > b, "an added rule only raises verdicts: {}", t["transition"]);
+    }
+    let candidate_allow = after.iter().filter(|d| d.decision == Verdict::Allow).count();
+    assert_eq!(s["candidate"]["decisions"]["allow"], candidate_allow);
+}
+
+#[test]
+fn the_same_replay_gives_the_same_bytes_whatever_the_worker_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = workload(dir.path());
+    let candidate = candidate_dir(dir.path());
+    let runs: Vec<PathBuf> = [(2, "a"), (2, "b"), (1, "c"), (3, "d")]
+        .into_iter()
+        .map(|(workers, name)| {
+            let out = dir.path().join(name);
+            replay(&config(&input, &candidate, shipped_baseline(), &out, workers)).unwrap();
+            out
+        })
+        .collect();
+    for other in &runs[1..] {
+        assert!(bytes(&runs[0], SUMMARY_FILE) == bytes(other, SUMMARY_FILE), "summary.json differs in {other:?}");
+        assert!(bytes(&runs[0], DIFF_FILE) == bytes(other, DIFF_FILE), "diff.jsonl differs in {other:?}");
+    }
+    assert!(summary(&runs[0])["run_hash"].as_str().unwrap().starts_with("sha256:"));
+}
+
+#[test]
+fn gzip_input_replays_like_plain() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let input = workload(dir.path());
+    let gz = dir.path().join("activity.jsonl.gz");
+    let mut encoder = flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), flate2::Compression::fast());
+    encoder.write_all(&std::fs::read(&input).unwrap()).unwrap();
+    encoder.finish().unwrap();
+    let candidate = candidate_dir(dir.path());
+    let (plain_out, gz_out) = (dir.path().join("plain"), dir.path().join("gz"));
+    replay(&config(&input, &candidate, shipped_baseline(), &plain_out, 2)).unwrap();
+    replay(&config(&gz, &candidate, shipped_baseline(), &gz_out, 2)).unwrap();
+    assert!(bytes(&plain_out, SUMMARY_FILE) == bytes(&gz_out, SUMMARY_FILE));
+    assert!(bytes(&plain_out, DIFF_FILE) == bytes(&gz_out, DIFF_FILE));
+}
+
+#[test]
+fn recorded_decisions_diff_like_the_ruleset_that_made_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = workload(dir.path());
+    let candidate = candidate_dir(dir.path());
+    // What `vigil run` records under the shipped rules.
+    let recorded = dir.path().join("recorded");
+    let host = RuleHost::compile(RulesetSource::load(&shipped_dir()).unwrap()).unwrap();
+    let mut pipeline = Pipeline::new(host, StateConfig::default());
+    let mut source = JsonlSource::open(input.to_str().unwrap()).unwrap();
+    let mut sink = JsonlSink::create(&recorded).unwrap();
+    pipeline::run(&mut source, &mut pipeline, &mut sink, &AtomicBool::new(false)).unwrap();
+
+    let (by_rules, by_record) = (dir.path().join("rules"), dir.path().join("record"));
+    replay(&config(&input, &candidate, shipped_baseline(), &by_rules, 2)).unwrap();
+    let baseline = Baseline::Recorded(recorded.join("decisions.jsonl"));
+    replay(&config(&input, &candidate, baseline, &by_record, 2)).unwrap();
+    assert!(bytes(&by_rules, DIFF_FILE) == bytes(&by_record, DIFF_FILE));
+    let (a, b) = (summary(&by_rules), summary(&by_record));
+    for key in ["changed", "compared", "transitions", "matrix", "rules", "examples", "timeline"] {
+        assert_eq!(a[key], b[key], "{key}");
+    }
+    assert_eq!(b["only_candidate"], 0);
+    assert_eq!(b["only_baseline"], 0);
+    assert_eq!(b["baseline"]["kind"], "recorded");
+    assert_eq!(b["baseline"]["rulesets"], a["baseline"]["rulesets"]);
+}
+
+/// Width and height from a PNG's header.
+fn png_size(png: &[u8]) -> Option<(u32, u32)> {
+    if png.len() < 24 || &png[..8] != b"\x89PNG\r\n\x1a\n" {
+        return None;
+    }
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    Some((be(&png[16..20]), be(&png[20..24])))
+}
+
+#[test]
+fn the_report_is_self_contained_and_renders() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = workload(dir.path());
+    let candidate = candidate_dir(dir.path());
+    let out = dir.path().join("out");
+    replay(&config(&input, &candidate, shipped_baseline(), &out, 2)).unwrap();
+    let html = String::from_utf8(bytes(&out, REPORT_FILE)).unwrap();
+    for chart in ["id=\"timeline\"", "id=\"matrix\"", "id=\"rules\""] {
+        assert!(html.contains(&format!("<svg class=\"chart\" {chart}")), "missing chart {chart}");
+    }
+    assert!(html.contains("<table id=\"examples\">"));
+    assert!(html.contains(NEW_RULE_ID));
+    assert!(html.matches("<tr>").count() > 10, "the example table has rows");
+    assert!(!html.contains("<script"), "no scripts");
+    for external in ["src=", "href=", "@import", "url("] {
+        assert!(!html.contains(external), "nothing loaded from elsewhere: {external}");
+    }
+
+    if std::env::var_os("CI").is_none() && std::env::var_os("VIGIL_RENDER_TEST").is_none() {
+        return;
+    }
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/replay-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    std::fs::copy(out.join(REPORT_FILE), artifacts.join(REPORT_FILE)).unwrap();
+    let png = artifacts.join("report.png");
+    let _ = std::fs::remove_file(&png);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/render.sh");
+    let status = std::process::Command::new("bash").arg(script).arg(out.join(REPORT_FILE)).arg(&png).status().unwrap();
+    assert!(status.success(), "render.sh failed");
+    let image = std::fs::read(&png).unwrap();
+    assert_eq!(png_size(&image), Some((1280, 2000)));
+    assert!(image.len() > 50_000, "a screenshot of charts and tables is not tiny: {} bytes", image.len());
+}
