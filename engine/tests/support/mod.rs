@@ -42,19 +42,26 @@ pub struct Broker {
 }
 
 fn start_script(args: &[&str]) -> BTreeMap<String, String> {
-    let output = Command::new(script())
-        .arg("start")
-        .args(args)
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run scripts/kafka.sh start");
-    assert!(output.status.success(), "scripts/kafka.sh start failed");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.trim_matches('\'').to_owned()))
-        .collect()
+    // A broker can fail to come up on a loaded machine (its controller
+    // registration times out); a second attempt on the same dir then works.
+    for attempt in 1..=3 {
+        let output = Command::new(script())
+            .arg("start")
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/kafka.sh start");
+        if output.status.success() {
+            return String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.trim_matches('\'').to_owned()))
+                .collect();
+        }
+        eprintln!("scripts/kafka.sh start failed (attempt {attempt})");
+    }
+    panic!("scripts/kafka.sh start failed three times");
 }
 
 impl Broker {
@@ -93,6 +100,13 @@ impl Broker {
         assert!(status.success());
     }
 
+    /// Kills the broker (SIGKILL), as a crash would.
+    pub fn kill(&self) {
+        let dir = self.dir.as_ref().expect("only an owned broker can be killed");
+        let status = Command::new(script()).args(["kill", "--dir"]).arg(dir).status().unwrap();
+        assert!(status.success());
+    }
+
     /// Starts a stopped broker again on the same data and port.
     pub fn restart(&self) {
         let dir = self.dir.as_ref().expect("only an owned broker can be restarted");
@@ -108,6 +122,8 @@ impl Drop for Broker {
     }
 }
 
+// The watchdog must outlive this process, so it is never waited for.
+#[allow(clippy::zombie_processes)]
 fn spawn_watchdog(dir: &Path) -> ChildStdin {
     let mut child: Child = Command::new("sh")
         .arg("-c")
@@ -122,6 +138,16 @@ fn spawn_watchdog(dir: &Path) -> ChildStdin {
     child.stdin.take().unwrap()
 }
 
+/// Engine logs on stderr when `RUST_LOG` asks for them.
+pub fn init_logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// A name no other test (or earlier run) uses.
 pub fn unique(name: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
@@ -132,6 +158,7 @@ pub fn unique(name: &str) -> String {
 /// A configuration with topics and group of its own, created with
 /// `partitions` partitions each.
 pub fn config(brokers: &str, name: &str, partitions: i32, delivery: Delivery) -> KafkaConfig {
+    init_logs();
     let prefix = unique(name);
     let topics = Topics {
         activity: format!("{prefix}.activity"),

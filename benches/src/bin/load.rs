@@ -1,0 +1,471 @@
+//! End-to-end load harness: the engine on a real Kafka broker.
+//!
+//! For each delivery mode it produces generated activity at a chosen rate
+//! (an open loop: the generator does not slow down when the engine does),
+//! runs the engine in this process, and reads the decisions topic with a
+//! `read_committed` consumer. Latency is from the moment an event was handed
+//! to the producer to the moment its decision was visible. In the same run
+//! a pass-through (same bytes in and out, no decisioning, same batching and
+//! transactions) gives the ceiling the broker and client allow, for a ratio.
+//!
+//! ```text
+//! cargo run --release -p vigil-benches --bin load -- --brokers HOST:PORT --rate 5000 --seconds 20
+//! cargo run --release -p vigil-benches --bin load -- --rate 0 --seconds 10      # as fast as it goes
+//! ```
+//!
+//! Without `--brokers` it starts a broker of its own with `scripts/kafka.sh`
+//! and removes it at the end.
+
+use std::future::Future;
+use std::pin::pin;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use vigil::config::{Delivery, KafkaConfig, Topics};
+use vigil::kafka::{self, Work};
+use vigil::rules::RulesetSource;
+use vigil::state::StateConfig;
+use vigil::verdict::Mode;
+use vigil::workload::{generate, WorkloadSpec};
+
+type Failure = Box<dyn std::error::Error>;
+
+const USAGE: &str = "usage: load [--brokers HOST:PORT] [--rate EVENTS_PER_S (0 = unthrottled)] [--seconds S]
+            [--workers N] [--partitions N] [--commit-ms MS] [--delivery exactly_once|at_least_once|both]
+            [--no-pass-through]";
+
+#[derive(Debug, Clone)]
+struct Args {
+    brokers: Option<String>,
+    rate: u64,
+    seconds: u64,
+    workers: usize,
+    partitions: i32,
+    commit_ms: u64,
+    deliveries: Vec<Delivery>,
+    pass_through: bool,
+}
+
+fn parse_args() -> Result<Args, Failure> {
+    let mut args = Args {
+        brokers: None,
+        rate: 5_000,
+        seconds: 20,
+        workers: 2,
+        partitions: 6,
+        commit_ms: KafkaConfig::default().commit_interval_ms,
+        deliveries: vec![Delivery::ExactlyOnce, Delivery::AtLeastOnce],
+        pass_through: true,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"));
+        match flag.as_str() {
+            "--brokers" => args.brokers = Some(value()?),
+            "--rate" => args.rate = value()?.parse()?,
+            "--seconds" => args.seconds = value()?.parse()?,
+            "--workers" => args.workers = value()?.parse()?,
+            "--partitions" => args.partitions = value()?.parse()?,
+            "--commit-ms" => args.commit_ms = value()?.parse()?,
+            "--delivery" => {
+                let v = value()?;
+                args.deliveries = match v.as_str() {
+                    "both" => vec![Delivery::ExactlyOnce, Delivery::AtLeastOnce],
+                    other => vec![Delivery::parse(other).ok_or_else(|| format!("unknown delivery `{other}`"))?],
+                };
+            }
+            "--no-pass-through" => args.pass_through = false,
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument `{other}`\n{USAGE}").into()),
+        }
+    }
+    Ok(args)
+}
+
+/// A broker this harness started; removed when dropped.
+struct OwnBroker {
+    dir: String,
+}
+
+impl OwnBroker {
+    fn script() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka.sh")
+    }
+
+    fn start() -> Result<(OwnBroker, String), Failure> {
+        let out = Command::new(OwnBroker::script()).arg("start").stderr(std::process::Stdio::inherit()).output()?;
+        if !out.status.success() {
+            return Err("scripts/kafka.sh start failed".into());
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let get = |name: &str| {
+            text.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim_matches('\'').to_owned())
+        };
+        let (Some(dir), Some(brokers)) = (get("KAFKA_DIR="), get("KAFKA_BROKERS=")) else {
+            return Err("scripts/kafka.sh start printed no broker".into());
+        };
+        Ok((OwnBroker { dir }, brokers))
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = Command::new(OwnBroker::script()).args(["stop", "--purge", "--dir", &self.dir]).status();
+    }
+}
+
+/// One workload line, with where to make its event id and agent id unique
+/// per pass over the workload.
+#[derive(Clone)]
+struct Template {
+    line: String,
+    /// Byte offsets just before the closing quotes of the two values.
+    event_end: usize,
+    agent_start: usize,
+    agent_end: usize,
+}
+
+fn value_span(line: &str, field: &str) -> Option<(usize, usize)> {
+    let needle = format!("\"{field}\":\"");
+    let start = line.find(&needle)? + needle.len();
+    let end = start + line[start..].find('"')?;
+    Some((start, end))
+}
+
+impl Template {
+    fn new(line: String) -> Option<Template> {
+        let (_, event_end) = value_span(&line, "event_id")?;
+        let (agent_start, agent_end) = value_span(&line, "agent_id")?;
+        Some(Template { line, event_end, agent_start, agent_end })
+    }
+
+    /// The line for pass `cycle`, its event id stamped with the send time.
+    fn render(&self, cycle: &str, sent_us: u64, out: &mut String, key: &mut String) {
+        use std::fmt::Write;
+        out.clear();
+        key.clear();
+        key.push_str(&self.line[self.agent_start..self.agent_end]);
+        let _ = write!(key, ".{cycle}");
+        let mut at = 0;
+        let mut marks = [(self.event_end, true), (self.agent_end, false)];
+        marks.sort();
+        for (pos, is_event) in marks {
+            out.push_str(&self.line[at..pos]);
+            if is_event {
+                let _ = write!(out, "~{cycle}~{sent_us}");
+            } else {
+                let _ = write!(out, ".{cycle}");
+            }
+            at = pos;
+        }
+        out.push_str(&self.line[at..]);
+    }
+}
+
+/// The send time stamped into an output's event id, and whether it was a
+/// warm-up event.
+fn stamp(payload: &[u8]) -> Option<(bool, u64)> {
+    const NEEDLE: &[u8] = b"\"event_id\":\"";
+    let start = payload.windows(NEEDLE.len()).position(|w| w == NEEDLE)? + NEEDLE.len();
+    let len = payload[start..].iter().position(|b| *b == b'"')?;
+    let id = std::str::from_utf8(&payload[start..start + len]).ok()?;
+    let mut parts = id.rsplitn(3, '~');
+    let sent = parts.next()?.parse().ok()?;
+    let cycle = parts.next()?;
+    Some((cycle == WARM_CYCLE, sent))
+}
+
+const WARM_CYCLE: &str = "warm";
+const WARM_EVENTS: usize = 200;
+
+fn producer(brokers: &str) -> Result<ThreadedProducer<DefaultProducerContext>, Failure> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "1")
+        .set("compression.type", "lz4")
+        .create()?)
+}
+
+fn send(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &str, payload: &str) -> Result<(), Failure> {
+    let mut record = BaseRecord::to(topic).key(key).payload(payload);
+    loop {
+        match p.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                p.poll(Duration::from_millis(1));
+            }
+            Err((e, _)) => return Err(e.into()),
+        }
+    }
+}
+
+/// What the read_committed reader saw.
+#[derive(Default)]
+struct Seen {
+    timed: u64,
+    warm: u64,
+    latencies_us: Vec<u64>,
+    last: Option<Instant>,
+}
+
+fn reader(brokers: &str, topic: &str) -> Result<BaseConsumer, Failure> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("load-reader-{}", std::process::id()))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut list = TopicPartitionList::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            list.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&list)?;
+    Ok(consumer)
+}
+
+fn read(consumer: &BaseConsumer, epoch: Instant, seen: &mut Seen, timeout: Duration) {
+    if let Some(Ok(m)) = consumer.poll(timeout) {
+        let now = Instant::now();
+        if let Some((warm, sent_us)) = m.payload().and_then(stamp) {
+            if warm {
+                seen.warm += 1;
+            } else {
+                seen.timed += 1;
+                let at_us = now.duration_since(epoch).as_micros() as u64;
+                seen.latencies_us.push(at_us.saturating_sub(sent_us));
+                seen.last = Some(now);
+            }
+        }
+    }
+}
+
+struct Outcome {
+    delivery: Delivery,
+    work: &'static str,
+    offered: f64,
+    sustained: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    outputs: u64,
+    expected: u64,
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+fn scenario(args: &Args, brokers: &str, delivery: Delivery, pass_through: bool, templates: &[Template]) -> Result<Outcome, Failure> {
+    let name = format!("load-{}-{}-{}", delivery.as_str(), if pass_through { "pass" } else { "decide" }, std::process::id());
+    let topics = Topics {
+        activity: format!("{name}.activity"),
+        signals: format!("{name}.signals"),
+        decisions: format!("{name}.decisions"),
+        alerts: format!("{name}.alerts"),
+        control: format!("{name}.control"),
+        dlq: format!("{name}.dlq"),
+    };
+    let mut config = KafkaConfig {
+        brokers: brokers.to_owned(),
+        group_id: format!("{name}-group"),
+        delivery,
+        commit_interval_ms: args.commit_ms,
+        workers: args.workers,
+        topics,
+        ..KafkaConfig::default()
+    };
+    config.create_topics.partitions = args.partitions;
+    config.create_topics.at_startup = false;
+    kafka::create_topics(&config)?;
+    let work = if pass_through {
+        Work::PassThrough
+    } else {
+        Work::Decide { ruleset: RulesetSource::shipped()?, state: StateConfig::default(), mode: Mode::Enforce }
+    };
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let engine = {
+        let (config, stop) = (config.clone(), Arc::clone(&shutdown));
+        std::thread::spawn(move || kafka::run(&config, &work, stop))
+    };
+    let epoch = Instant::now();
+    let producer = producer(brokers)?;
+    let consumer = reader(brokers, &config.topics.decisions)?;
+    let mut seen = Seen::default();
+    let (mut line, mut key) = (String::new(), String::new());
+
+    // Warm-up: the group is joined and every client connected.
+    for t in templates.iter().take(WARM_EVENTS) {
+        t.render(WARM_CYCLE, epoch.elapsed().as_micros() as u64, &mut line, &mut key);
+        send(&producer, &config.topics.activity, &key, &line)?;
+    }
+    let warm_until = Instant::now() + Duration::from_secs(120);
+    while seen.warm < WARM_EVENTS.min(templates.len()) as u64 {
+        if Instant::now() > warm_until {
+            shutdown.store(true, Ordering::Relaxed);
+            return Err("the engine produced nothing within 120 s".into());
+        }
+        read(&consumer, epoch, &mut seen, Duration::from_millis(100));
+    }
+
+    // The timed load, on its own thread so the reader keeps reading.
+    let total = if args.rate == 0 { 2_000_000.min(200_000 * args.seconds) } else { args.rate * args.seconds };
+    let sending = Arc::new(AtomicBool::new(true));
+    let (rate, activity) = (args.rate, config.topics.activity.clone());
+    let generator = {
+        let sending = Arc::clone(&sending);
+        let templates = templates.to_vec();
+        std::thread::spawn(move || -> Result<Duration, String> {
+            let start = Instant::now();
+            let (mut line, mut key, mut cycle) = (String::new(), String::new(), String::from("0"));
+            for i in 0..total {
+                if rate > 0 && i % 16 == 0 {
+                    let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+                    let now = Instant::now();
+                    if due > now {
+                        std::thread::sleep(due - now);
+                    }
+                }
+                let n = (i as usize) % templates.len();
+                if n == 0 {
+                    cycle = (i / templates.len() as u64).to_string();
+                }
+                templates[n].render(&cycle, epoch.elapsed().as_micros() as u64, &mut line, &mut key);
+                send(&producer, &activity, &key, &line).map_err(|e| e.to_string())?;
+            }
+            let elapsed = start.elapsed();
+            producer.flush(Duration::from_secs(60)).map_err(|e| e.to_string())?;
+            sending.store(false, Ordering::Relaxed);
+            Ok(elapsed)
+        })
+    };
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.seconds * 4 + 60);
+    while seen.timed < total && Instant::now() < deadline {
+        read(&consumer, epoch, &mut seen, Duration::from_millis(100));
+    }
+    let send_time = generator.join().map_err(|_| "generator panicked")??;
+    shutdown.store(true, Ordering::Relaxed);
+    engine.join().map_err(|_| "engine panicked")??;
+    delete_topics(brokers, &config.topics);
+
+    let span = seen.last.map_or(f64::NAN, |last| last.duration_since(started).as_secs_f64());
+    seen.latencies_us.sort_unstable();
+    Ok(Outcome {
+        delivery,
+        work: if pass_through { "pass-through" } else { "decide" },
+        offered: total as f64 / send_time.as_secs_f64(),
+        sustained: seen.timed as f64 / span,
+        p50_ms: percentile(&seen.latencies_us, 0.50),
+        p99_ms: percentile(&seen.latencies_us, 0.99),
+        max_ms: seen.latencies_us.last().map_or(f64::NAN, |v| *v as f64 / 1000.0),
+        outputs: seen.timed,
+        expected: total,
+    })
+}
+
+struct Unpark(std::thread::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut context = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
+
+/// Leaves a shared broker as it was found.
+fn delete_topics(brokers: &str, topics: &Topics) {
+    let admin: Result<AdminClient<DefaultClientContext>, _> = ClientConfig::new().set("bootstrap.servers", brokers).create();
+    if let Ok(admin) = admin {
+        let names: Vec<&str> = topics.all().iter().map(|(_, n)| *n).collect();
+        let _ = block_on(admin.delete_topics(&names, &AdminOptions::new()));
+    }
+}
+
+fn main() -> Result<(), Failure> {
+    let args = parse_args()?;
+    let mut own = None;
+    let brokers = match &args.brokers {
+        Some(b) => b.clone(),
+        None => {
+            let (broker, brokers) = OwnBroker::start()?;
+            own = Some(broker);
+            brokers
+        }
+    };
+    let spec = WorkloadSpec { tenants: 8, agents_per_tenant: 25, tasks_per_agent: 4, actions_per_task: 30, attacks: false, ..WorkloadSpec::default() };
+    let templates: Vec<Template> = generate(&spec).into_iter().filter_map(Template::new).collect();
+    eprintln!(
+        "load: {} workload events (cycled), {} worker(s), {} partitions, commit every {} ms, rate {}, {} s, brokers {brokers}",
+        templates.len(),
+        args.workers,
+        args.partitions,
+        args.commit_ms,
+        if args.rate == 0 { "unthrottled".to_owned() } else { format!("{}/s", args.rate) },
+        args.seconds
+    );
+    let mut outcomes = Vec::new();
+    for &delivery in &args.deliveries {
+        let works: &[bool] = if args.pass_through { &[false, true] } else { &[false] };
+        for &pass_through in works {
+            eprintln!("load: {} {} ...", delivery.as_str(), if pass_through { "pass-through" } else { "decide" });
+            outcomes.push(scenario(&args, &brokers, delivery, pass_through, &templates)?);
+        }
+    }
+    println!(
+        "{:<14} {:<13} {:>10} {:>12} {:>9} {:>9} {:>9} {:>10}",
+        "delivery", "work", "offered/s", "sustained/s", "p50 ms", "p99 ms", "max ms", "outputs"
+    );
+    for o in &outcomes {
+        println!(
+            "{:<14} {:<13} {:>10.0} {:>12.0} {:>9.1} {:>9.1} {:>9.1} {:>10}",
+            o.delivery.as_str(),
+            o.work,
+            o.offered,
+            o.sustained,
+            o.p50_ms,
+            o.p99_ms,
+            o.max_ms,
+            if o.outputs == o.expected { o.outputs.to_string() } else { format!("{}/{}", o.outputs, o.expected) }
+        );
+    }
+    for &delivery in &args.deliveries {
+        let find = |work: &str| outcomes.iter().find(|o| o.delivery == delivery && o.work == work).map(|o| o.sustained);
+        if let (Some(decide), Some(pass)) = (find("decide"), find("pass-through")) {
+            println!("decide / pass-through, {}: {:.0}%", delivery.as_str(), 100.0 * decide / pass);
+        }
+    }
+    drop(own);
+    Ok(())
+}
