@@ -9,12 +9,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 need_apt=()
-command -v cmake >/dev/null || need_apt+=(cmake)
-command -v pkg-config >/dev/null || need_apt+=(pkg-config)
-command -v c++ >/dev/null || need_apt+=(g++)
-[ -f /usr/include/curl/curl.h ] || need_apt+=(libcurl4-openssl-dev)
-[ -f /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
-[ -f /usr/include/zlib.h ] || need_apt+=(zlib1g-dev)
+for pkg in cmake pkg-config g++ libcurl4-openssl-dev libssl-dev zlib1g-dev; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]}" >&2
   apt-get update -qq
