@@ -2,6 +2,8 @@
 //! one on the synthetic workload, checked against independent runs of the
 //! engine's own loop.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
