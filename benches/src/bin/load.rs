@@ -329,7 +329,7 @@ fn scenario(args: &Args, brokers: &str, delivery: Delivery, pass_through: bool, 
     }
 
     // The timed load, on its own thread so the reader keeps reading.
-    let total = if args.rate == 0 { 2_000_000.min(200_000 * args.seconds) } else { args.rate * args.seconds };
+    let total = if args.rate == 0 { 50_000 * args.seconds } else { args.rate * args.seconds };
     let sending = Arc::new(AtomicBool::new(true));
     let (rate, activity) = (args.rate, config.topics.activity.clone());
     let generator = {
@@ -354,7 +354,16 @@ fn scenario(args: &Args, brokers: &str, delivery: Delivery, pass_through: bool, 
                 send(&producer, &activity, &key, &line).map_err(|e| e.to_string())?;
             }
             let elapsed = start.elapsed();
-            producer.flush(Duration::from_secs(60)).map_err(|e| e.to_string())?;
+            // A broker that is slow to acknowledge (a loaded machine) is
+            // waited for, up to a point.
+            let mut tries = 0;
+            while let Err(e) = producer.flush(Duration::from_secs(30)) {
+                tries += 1;
+                eprintln!("load: generator still flushing: {e}");
+                if tries >= 10 {
+                    return Err(e.to_string());
+                }
+            }
             sending.store(false, Ordering::Relaxed);
             Ok(elapsed)
         })
