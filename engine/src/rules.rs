@@ -5,12 +5,21 @@
 //! `rules/README.md`) and ends with `finding(score, message)` when it fires,
 //! or `()` when it does not. Rules are isolated from each other: each runs
 //! in the same scope, rewound after it, with the views as constants.
+//!
+//! A rule is a pure function of the values it reads: the same reads in the
+//! same order give the same outcome. Each rule therefore keeps a [`Memo`], a
+//! tree of the read sequences it has been seen to make, ending in what it
+//! decided. When the current event's values walk the tree to a leaf, that
+//! outcome (finding, evidence or fault) is the one Rhai would compute, and
+//! the script does not run.
 
 pub mod cases;
 mod load;
+mod memo;
 pub mod view;
 pub mod watch;
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use rhai::{Dynamic, Engine, ImmutableString, Scope, AST};
@@ -19,7 +28,8 @@ pub use load::{
     line_of, FailMode, Limits, RuleError, RuleMeta, RuleSource, RulesetConfig, RulesetError, RulesetSource, Thresholds,
     CONFIG_FILE,
 };
-use view::EvidenceLog;
+use memo::{Memo, Outcome};
+use view::{Frame, SharedFrame};
 
 use crate::event::ActivityEvent;
 use crate::state::Context;
@@ -38,6 +48,7 @@ struct CompiledRule {
     ast: AST,
     /// Bit `k` set when the rule runs on `EventKind::ALL[k]`.
     kinds: u16,
+    memo: Memo,
 }
 
 /// The outcome of all rules on one event.
@@ -53,8 +64,10 @@ pub struct RuleHost {
     engine: Engine,
     rules: Vec<CompiledRule>,
     source: RulesetSource,
+    /// The four views as constants; they stay for the host's life and see
+    /// whatever event `frame` holds.
     scope: Scope<'static>,
-    log: EvidenceLog,
+    frame: SharedFrame,
 }
 
 impl std::fmt::Debug for RuleHost {
@@ -87,6 +100,11 @@ fn new_engine(limits: &Limits) -> Engine {
 /// Names the views have in a rule's scope, in push order.
 const VIEW_NAMES: [&str; 4] = ["event", "agent", "task", "cred"];
 
+/// Words that let a script reach beyond its reads (the wall clock, files,
+/// code built at run time). A rule that mentions one, even in a comment,
+/// always runs its script.
+const NOT_MEMOIZED: [&str; 5] = ["timestamp", "elapsed", "import", "eval", "Fn"];
+
 impl RuleHost {
     /// Compiles every rule; any error names its file and line.
     pub fn compile(source: RulesetSource) -> Result<RuleHost, RulesetError> {
@@ -105,7 +123,8 @@ impl RuleHost {
                     } else {
                         rule.meta.kinds.iter().map(|k| 1u16 << kind_index(*k)).fold(0, |a, b| a | b)
                     };
-                    rules.push(CompiledRule { meta: rule.meta.clone(), ast, kinds });
+                    let pure = !NOT_MEMOIZED.iter().any(|word| rule.text.contains(word));
+                    rules.push(CompiledRule { meta: rule.meta.clone(), ast, kinds, memo: Memo::new(pure) });
                 }
                 Err(e) => errors.push(RuleError {
                     file: rule.file.clone(),
@@ -117,7 +136,14 @@ impl RuleHost {
         if !errors.is_empty() {
             return Err(RulesetError(errors));
         }
-        Ok(RuleHost { engine, rules, source, scope: Scope::new(), log: Rc::default() })
+        let frame: SharedFrame = Rc::new(RefCell::new(Frame::default()));
+        let (e, a, t, c) = view::views(&frame);
+        scope.clear();
+        scope.push_constant(VIEW_NAMES[0], e);
+        scope.push_constant(VIEW_NAMES[1], a);
+        scope.push_constant(VIEW_NAMES[2], t);
+        scope.push_constant(VIEW_NAMES[3], c);
+        Ok(RuleHost { engine, rules, source, scope, frame })
     }
 
     pub fn source(&self) -> &RulesetSource {
@@ -141,29 +167,51 @@ impl RuleHost {
         out.reasons.clear();
         out.faults.clear();
         let bit = 1u16 << kind_index(event.kind);
-        let (e, a, t, c) = view::views(event, ctx, &self.log);
-        self.scope.clear();
-        self.scope.push_constant(VIEW_NAMES[0], e);
-        self.scope.push_constant(VIEW_NAMES[1], a);
-        self.scope.push_constant(VIEW_NAMES[2], t);
-        self.scope.push_constant(VIEW_NAMES[3], c);
-        for rule in self.rules.iter().filter(|r| r.kinds & bit != 0) {
-            self.log.borrow_mut().clear();
-            let result = self.engine.eval_ast_with_scope::<Dynamic>(&mut self.scope, &rule.ast);
-            self.scope.rewind(VIEW_NAMES.len());
-            match result.map_err(|e| e.to_string()).and_then(finding_of) {
-                Ok(None) => {}
-                Ok(Some(f)) => out.reasons.push(Reason {
-                    rule: rule.meta.id.clone(),
-                    score: f.score.clamp(0, 100) as u32,
-                    message: if f.message.is_empty() { rule.meta.title.clone() } else { f.message.to_string() },
-                    evidence: self.log.borrow().to_json(),
-                }),
-                Err(error) => out.faults.push(RuleFault { rule: rule.meta.id.clone(), error }),
+        let RuleHost { engine, rules, scope, frame, .. } = self;
+        frame.borrow_mut().fill(event, ctx);
+        for rule in rules.iter_mut().filter(|r| r.kinds & bit != 0) {
+            let known = rule.memo.recall(&frame.borrow());
+            if let Some(outcome) = known {
+                emit(&rule.meta.id, outcome, out);
+                continue;
             }
+            let outcome = run(engine, scope, frame, rule);
+            emit(&rule.meta.id, &outcome, out);
         }
-        self.scope.clear();
+        frame.borrow_mut().release();
     }
+}
+
+fn emit(rule: &str, outcome: &Outcome, out: &mut Evaluation) {
+    match outcome {
+        Outcome::Quiet => {}
+        Outcome::Fired { score, message, evidence } => out.reasons.push(Reason {
+            rule: rule.to_owned(),
+            score: *score,
+            message: message.clone(),
+            evidence: evidence.clone(),
+        }),
+        Outcome::Fault(error) => out.faults.push(RuleFault { rule: rule.to_owned(), error: error.clone() }),
+    }
+}
+
+/// Runs `rule`'s script on the event in `frame` and teaches its memo.
+fn run(engine: &Engine, scope: &mut Scope<'static>, frame: &SharedFrame, rule: &mut CompiledRule) -> Outcome {
+    frame.borrow_mut().trace.clear();
+    let result = engine.eval_ast_with_scope::<Dynamic>(scope, &rule.ast);
+    scope.rewind(VIEW_NAMES.len());
+    let frame = frame.borrow();
+    let outcome = match result.map_err(|e| e.to_string()).and_then(finding_of) {
+        Ok(None) => Outcome::Quiet,
+        Ok(Some(f)) => Outcome::Fired {
+            score: f.score.clamp(0, 100) as u32,
+            message: if f.message.is_empty() { rule.meta.title.clone() } else { f.message.to_string() },
+            evidence: frame.evidence(),
+        },
+        Err(error) => Outcome::Fault(error),
+    };
+    rule.memo.learn(&frame.trace, &outcome);
+    outcome
 }
 
 /// `()`, `false` and a zero score are "did not fire".
@@ -233,6 +281,25 @@ mod tests {
         assert_eq!(out.faults[0].rule, "spin");
         assert!(out.faults[0].error.contains("Too many operations"), "{}", out.faults[0].error);
         assert_eq!(out.reasons.len(), 1, "the other rule still runs");
+    }
+
+    #[test]
+    fn a_remembered_outcome_is_the_scripts_own() {
+        let rules = [
+            ("fires.rhai", "// id: fires\nif agent.count(\"10m\") == 0 && event.tool == \"sql.query\" { finding(40, `new: ${event.target}`) }"),
+            ("quiet.rhai", "// id: quiet\nif task.exists { finding(10) }"),
+            ("window.rhai", "// id: window\nagent.count(\"2d\")"),
+            ("clock.rhai", "// id: clock\nlet t = timestamp(); finding(5)"),
+        ];
+        let mut host = host(&rules);
+        let Ok(host) = host.as_mut() else { unreachable!() };
+        let first = run(host);
+        assert_eq!(first.reasons.len(), 2);
+        assert_eq!(first.faults.len(), 1);
+        assert!(first.faults[0].error.contains("unknown window"), "{:?}", first.faults);
+        for _ in 0..3 {
+            assert_eq!(run(host), first);
+        }
     }
 
     #[test]

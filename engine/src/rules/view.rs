@@ -1,307 +1,549 @@
 //! The read-only views a rule sees: `event`, `agent`, `task` and `cred`.
 //!
-//! Views share the state through `Rc`, so building them copies nothing of
-//! substance. Every state value a rule reads is written to the rule's
-//! [`Evidence`] under the name it was read by, which is what a decision's
-//! `evidence` shows: the analyst sees exactly the numbers the rule saw.
+//! The four views share one [`Frame`]: the event and the state before it.
+//! The host refills the frame for each event, so the views in a rule's scope
+//! are built once per ruleset rather than once per event. Every value a rule
+//! reads goes through [`Frame::read`] and lands in the frame's trace. The
+//! state values among them are the decision's `evidence` (the analyst sees
+//! exactly the numbers the rule saw); the whole trace is what the host's
+//! memo of rule outcomes is keyed by.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString};
 
-use crate::event::{glob_match, ActivityEvent, DataClass};
-use crate::state::window::Span;
+use crate::event::{glob_match, ActivityEvent, DataClass, Timestamp};
+use crate::state::window::{Span, Tally};
 use crate::state::{call_signature, AgentState, Context, CredentialState, TaskState};
 
-/// The reads of one rule evaluation: (name, argument, value).
-#[derive(Debug, Default)]
-pub struct Evidence {
-    reads: Vec<(&'static str, Option<ImmutableString>, Dynamic)>,
+/// Everything a view can read, one variant per getter or method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Getter {
+    EventId,
+    EventKind,
+    EventTenant,
+    EventAgentId,
+    EventWorkloadId,
+    EventTaskId,
+    EventTool,
+    EventTarget,
+    EventOperation,
+    EventDataClass,
+    EventSensitive,
+    EventNonPublic,
+    EventBytes,
+    EventVerified,
+    EventIdentityMethod,
+    EventTrustBoundary,
+    EventParentEventId,
+    EventCredentialId,
+    EventCredentialScopes,
+    EventTimeMs,
+    EventDepth,
+    EventThreat,
+    EventAttr,
+    AgentCount,
+    AgentBytes,
+    AgentEgress,
+    AgentStepUps,
+    AgentDenials,
+    AgentIsNewTarget,
+    AgentIsNewTool,
+    AgentIsNewDestination,
+    AgentDistinctTargets,
+    AgentDistinctTools,
+    AgentRepeatRun,
+    AgentSecsSinceSensitiveRead,
+    AgentLastSensitiveTarget,
+    AgentLastSensitiveClass,
+    AgentAgeS,
+    AgentQuarantined,
+    AgentPendingStepUps,
+    AgentWorkloadId,
+    AgentTotalActions,
+    TaskExists,
+    TaskHasScope,
+    TaskStatus,
+    TaskIsOver,
+    TaskInScopeTool,
+    TaskInScopeTarget,
+    TaskInScopeDataClass,
+    TaskAllowsScope,
+    TaskEgressBytes,
+    TaskEgressBudget,
+    TaskActions,
+    TaskAgeS,
+    TaskSecsSinceEnd,
+    TaskMaxDepth,
+    CredExists,
+    CredId,
+    CredRevoked,
+    CredExpired,
+    CredLeaked,
+    CredAgeS,
+    CredTtlS,
+    CredWorkloadId,
+    CredAgentId,
+    CredTaskId,
 }
 
-impl Evidence {
-    pub fn clear(&mut self) {
-        self.reads.clear();
+impl Getter {
+    /// The evidence name of a state value; `None` for what the event itself
+    /// says, which the decision already carries.
+    fn evidence_name(self) -> Option<&'static str> {
+        use Getter::*;
+        Some(match self {
+            EventDepth => "event.depth",
+            EventThreat => "event.threat",
+            AgentCount => "agent.count",
+            AgentBytes => "agent.bytes",
+            AgentEgress => "agent.egress",
+            AgentStepUps => "agent.step_ups",
+            AgentDenials => "agent.denials",
+            AgentIsNewTarget => "agent.is_new_target",
+            AgentIsNewTool => "agent.is_new_tool",
+            AgentIsNewDestination => "agent.is_new_destination",
+            AgentDistinctTargets => "agent.distinct_targets",
+            AgentDistinctTools => "agent.distinct_tools",
+            AgentRepeatRun => "agent.repeat_run",
+            AgentSecsSinceSensitiveRead => "agent.secs_since_sensitive_read",
+            AgentLastSensitiveTarget => "agent.last_sensitive_target",
+            AgentLastSensitiveClass => "agent.last_sensitive_class",
+            AgentAgeS => "agent.age_s",
+            AgentQuarantined => "agent.quarantined",
+            AgentPendingStepUps => "agent.pending_step_ups",
+            AgentTotalActions => "agent.total_actions",
+            TaskExists => "task.exists",
+            TaskHasScope => "task.has_scope",
+            TaskStatus => "task.status",
+            TaskIsOver => "task.is_over",
+            TaskInScopeTool => "task.in_scope_tool",
+            TaskInScopeTarget => "task.in_scope_target",
+            TaskInScopeDataClass => "task.in_scope_data_class",
+            TaskAllowsScope => "task.allows_scope",
+            TaskEgressBytes => "task.egress_bytes",
+            TaskEgressBudget => "task.egress_budget",
+            TaskActions => "task.actions",
+            TaskAgeS => "task.age_s",
+            TaskSecsSinceEnd => "task.secs_since_end",
+            TaskMaxDepth => "task.max_depth",
+            CredExists => "cred.exists",
+            CredRevoked => "cred.revoked",
+            CredExpired => "cred.expired",
+            CredLeaked => "cred.leaked",
+            CredAgeS => "cred.age_s",
+            CredTtlS => "cred.ttl_s",
+            CredWorkloadId => "cred.workload_id",
+            CredAgentId => "cred.agent_id",
+            CredTaskId => "cred.task_id",
+            _ => return None,
+        })
+    }
+}
+
+/// A value read from the frame, borrowed from the event or the state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Value<'a> {
+    Bool(bool),
+    Int(i64),
+    Str(&'a str),
+    Strs(&'a [String]),
+    /// The read itself failed (an unknown window): the rule gets an error.
+    Fail(String),
+}
+
+impl Value<'_> {
+    /// A 64-bit digest; equal values give equal digests.
+    pub(crate) fn digest(&self) -> u64 {
+        use xxhash_rust::xxh3::xxh3_64_with_seed;
+        match self {
+            Value::Bool(b) => mix(u64::from(*b) ^ 0x1000),
+            Value::Int(i) => mix(*i as u64 ^ 0x2000_0000_0000_0000),
+            Value::Str(s) => xxh3_64_with_seed(s.as_bytes(), 3),
+            Value::Strs(items) => items.iter().fold(mix(items.len() as u64 ^ 0x4000), |h, s| {
+                mix(h ^ xxh3_64_with_seed(s.as_bytes(), 4))
+            }),
+            Value::Fail(message) => xxh3_64_with_seed(message.as_bytes(), 5),
+        }
     }
 
-    /// The reads as a JSON map, later reads of the same name winning.
-    pub fn to_json(&self) -> std::collections::BTreeMap<String, serde_json::Value> {
-        self.reads
+    fn to_dynamic(&self) -> Result<Dynamic, Box<EvalAltResult>> {
+        match self {
+            Value::Bool(b) => Ok(Dynamic::from_bool(*b)),
+            Value::Int(i) => Ok(Dynamic::from_int(*i)),
+            Value::Str(s) => Ok(Dynamic::from(ImmutableString::from(*s))),
+            Value::Strs(items) => {
+                Ok(Dynamic::from_array(items.iter().map(|s| Dynamic::from(ImmutableString::from(s.as_str()))).collect::<Array>()))
+            }
+            Value::Fail(message) => Err(message.clone().into()),
+        }
+    }
+
+    fn to_owned_value(&self) -> Owned {
+        match self {
+            Value::Bool(b) => Owned::Bool(*b),
+            Value::Int(i) => Owned::Int(*i),
+            Value::Str(s) => Owned::Str((*s).into()),
+            Value::Strs(items) => Owned::Strs(items.to_vec()),
+            Value::Fail(message) => Owned::Fail(message.clone()),
+        }
+    }
+}
+
+/// A 64-bit finaliser (splitmix64), so small integers spread over the table.
+pub(crate) fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// A [`Value`] kept after the event is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Owned {
+    Bool(bool),
+    Int(i64),
+    Str(ImmutableString),
+    Strs(Vec<String>),
+    Fail(String),
+}
+
+impl Owned {
+    pub(crate) fn as_value(&self) -> Value<'_> {
+        match self {
+            Owned::Bool(b) => Value::Bool(*b),
+            Owned::Int(i) => Value::Int(*i),
+            Owned::Str(s) => Value::Str(s.as_str()),
+            Owned::Strs(items) => Value::Strs(items),
+            Owned::Fail(message) => Value::Fail(message.clone()),
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        match self {
+            Owned::Bool(b) => (*b).into(),
+            Owned::Int(i) => (*i).into(),
+            Owned::Str(s) => s.as_str().into(),
+            Owned::Strs(items) => items.clone().into(),
+            Owned::Fail(message) => message.as_str().into(),
+        }
+    }
+}
+
+/// One read a rule made: what, with which argument, and what it got.
+#[derive(Debug, Clone)]
+pub(crate) struct Read {
+    pub(crate) getter: Getter,
+    pub(crate) arg: Option<ImmutableString>,
+    pub(crate) value: Owned,
+}
+
+/// The event being decided and the state before it, shared by the views.
+#[derive(Debug, Default)]
+pub struct Frame {
+    event: Option<Rc<ActivityEvent>>,
+    agent: Option<Rc<AgentState>>,
+    task: Option<Rc<TaskState>>,
+    cred: Option<Rc<CredentialState>>,
+    now: Timestamp,
+    depth: u32,
+    threat: &'static str,
+    /// The agent's windows summed once per event: 1m, 10m, 1h.
+    tallies: Cell<[Option<Tally>; 3]>,
+    /// The reads of the rule being evaluated, in order.
+    pub(crate) trace: Vec<Read>,
+}
+
+pub type SharedFrame = Rc<RefCell<Frame>>;
+
+impl Frame {
+    pub(crate) fn fill(&mut self, event: &Rc<ActivityEvent>, ctx: &Context) {
+        self.event = Some(event.clone());
+        self.agent = Some(ctx.agent.clone());
+        self.task.clone_from(&ctx.task);
+        self.cred.clone_from(&ctx.credential);
+        self.now = ctx.now;
+        self.depth = ctx.depth;
+        self.threat = ctx.threat.as_ref().map_or("", |t| t.severity.as_str());
+        self.tallies.set([None; 3]);
+        self.trace.clear();
+    }
+
+    /// Lets go of the event and the state, so folding it copies nothing.
+    pub(crate) fn release(&mut self) {
+        self.event = None;
+        self.agent = None;
+        self.task = None;
+        self.cred = None;
+        self.trace.clear();
+    }
+
+    /// The evidence of the current trace, later reads of the same name winning.
+    pub(crate) fn evidence(&self) -> BTreeMap<String, serde_json::Value> {
+        self.trace
             .iter()
-            .map(|(name, arg, value)| {
-                let name = match arg {
+            .filter(|r| !matches!(r.value, Owned::Fail(_)))
+            .filter_map(|r| {
+                let name = r.getter.evidence_name()?;
+                let name = match &r.arg {
                     Some(arg) => format!("{name}({arg})"),
-                    None => (*name).to_owned(),
+                    None => name.to_owned(),
                 };
-                (name, dynamic_to_json(value))
+                Some((name, r.value.to_json()))
             })
             .collect()
     }
-}
 
-fn dynamic_to_json(value: &Dynamic) -> serde_json::Value {
-    if let Ok(v) = value.as_int() {
-        v.into()
-    } else if let Ok(v) = value.as_bool() {
-        v.into()
-    } else if let Ok(v) = value.as_float() {
-        serde_json::Number::from_f64((v * 1000.0).round() / 1000.0).map_or(serde_json::Value::Null, Into::into)
-    } else if let Some(v) = value.read_lock::<ImmutableString>() {
-        v.as_str().into()
-    } else {
-        value.to_string().into()
+    /// What `getter` (with `arg`, for methods) reads on the current event.
+    pub(crate) fn read<'a>(&'a self, getter: Getter, arg: &'a str) -> Value<'a> {
+        use Getter::*;
+        use Value::{Bool, Int, Str, Strs};
+        let (Some(e), Some(a)) = (self.event.as_deref(), self.agent.as_deref()) else {
+            return Value::Fail("no event is being evaluated".to_owned());
+        };
+        let t = self.task.as_deref();
+        let scope = t.and_then(|t| t.scope.as_ref());
+        let c = self.cred.as_deref();
+        let now = self.now;
+        let opt = |v: &'a Option<String>| Str(v.as_deref().unwrap_or(""));
+        match getter {
+            EventId => Str(&e.event_id),
+            EventKind => Str(e.kind.as_str()),
+            EventTenant => Str(&e.tenant),
+            EventAgentId => Str(&e.agent_id),
+            EventWorkloadId => Str(&e.workload_id),
+            EventTaskId => opt(&e.task_id),
+            EventTool => opt(&e.tool),
+            EventTarget => opt(&e.target),
+            EventOperation => opt(&e.operation),
+            EventDataClass => Str(e.data_class.map_or("", DataClass::as_str)),
+            EventSensitive => Bool(e.data_class.is_some_and(DataClass::is_sensitive)),
+            EventNonPublic => Bool(e.touches_non_public()),
+            EventBytes => Int(clamp(e.bytes)),
+            EventVerified => Bool(e.identity.verified),
+            EventIdentityMethod => Str(e.identity.method.as_str()),
+            EventTrustBoundary => opt(&e.trust_boundary),
+            EventParentEventId => opt(&e.parent_event_id),
+            EventCredentialId => Str(e.credential.as_ref().map_or("", |c| c.id.as_str())),
+            EventCredentialScopes => Strs(e.credential.as_ref().map_or(&[], |c| c.scopes.as_slice())),
+            EventTimeMs => Int(e.time.millis()),
+            EventDepth => Int(i64::from(self.depth)),
+            EventThreat => Str(self.threat),
+            EventAttr => Str(e.attributes.get(arg).map_or("", String::as_str)),
+            AgentCount => self.tally(a, arg, |t| i64::from(t.actions)),
+            AgentBytes => self.tally(a, arg, |t| clamp(t.bytes)),
+            AgentEgress => self.tally(a, arg, |t| clamp(t.egress)),
+            AgentStepUps => self.tally(a, arg, |t| i64::from(t.step_ups)),
+            AgentDenials => self.tally(a, arg, |t| i64::from(t.denials)),
+            AgentIsNewTarget => Bool(!a.targets.contains(arg)),
+            AgentIsNewTool => Bool(!a.tools.contains(arg)),
+            AgentIsNewDestination => Bool(!a.destinations.contains(arg)),
+            AgentDistinctTargets => Int(a.targets.len() as i64),
+            AgentDistinctTools => Int(a.tools.len() as i64),
+            AgentRepeatRun => Int(i64::from(if call_signature(e) == a.last_call { a.repeats.wrapping_add(1) } else { 1 })),
+            AgentSecsSinceSensitiveRead => Int(a.last_sensitive_read.as_ref().map_or(-1, |r| secs(now.secs_since(r.time)))),
+            AgentLastSensitiveTarget => Str(a.last_sensitive_read.as_ref().map_or("", |r| r.target.as_str())),
+            AgentLastSensitiveClass => Str(a.last_sensitive_read.as_ref().map_or("", |r| r.data_class.as_str())),
+            AgentAgeS => Int(secs(now.secs_since(a.first_seen))),
+            AgentQuarantined => Bool(a.quarantined),
+            AgentPendingStepUps => Int(a.pending_step_ups.iter().filter(|p| p.expires_at > now).count() as i64),
+            AgentWorkloadId => Str(&a.workload_id),
+            AgentTotalActions => {
+                let d = a.decisions;
+                Int((d.allow + d.step_up + d.deny + d.revoke) as i64)
+            }
+            TaskExists => Bool(t.is_some()),
+            TaskHasScope => Bool(scope.is_some()),
+            TaskStatus => Str(t.map_or("none", |t| t.status.as_str())),
+            TaskIsOver => Bool(t.is_some_and(TaskState::is_over)),
+            TaskInScopeTool => Bool(scope.is_some_and(|s| s.allows_tool(arg))),
+            TaskInScopeTarget => Bool(scope.is_some_and(|s| s.allows_target(arg))),
+            TaskInScopeDataClass => Bool(match DataClass::parse(arg) {
+                Some(class) => scope.is_some_and(|s| s.allows_data_class(class)),
+                None => arg.is_empty(),
+            }),
+            TaskAllowsScope => Bool(scope.is_some_and(|s| {
+                let target = arg.split_once(':').map_or(arg, |(target, _)| target);
+                s.targets.iter().any(|g| glob_match(g, target))
+            })),
+            TaskEgressBytes => Int(t.map_or(0, |t| clamp(t.egress_bytes))),
+            TaskEgressBudget => Int(scope.and_then(|s| s.egress_budget_bytes).map_or(-1, clamp)),
+            TaskActions => Int(t.map_or(0, |t| t.actions as i64)),
+            TaskAgeS => Int(t.and_then(|t| t.started_at).map_or(-1, |s| secs(now.secs_since(s)))),
+            TaskSecsSinceEnd => Int(t.and_then(|t| t.ended_at).map_or(-1, |e| secs(now.secs_since(e)))),
+            TaskMaxDepth => Int(t.map_or(0, |t| i64::from(t.max_depth))),
+            CredExists => Bool(c.is_some()),
+            CredId => Str(c.map_or("", |c| c.id.as_str())),
+            CredRevoked => Bool(c.is_some_and(|c| c.revoked_at.is_some())),
+            CredExpired => Bool(c.is_some_and(|c| c.is_expired(now))),
+            CredLeaked => Bool(c.is_some_and(|c| c.leaked)),
+            CredAgeS => Int(c.map_or(-1, |c| secs(now.secs_since(c.issued_at)))),
+            CredTtlS => Int(c.and_then(|c| c.ttl_s).map_or(-1, clamp)),
+            CredWorkloadId => Str(c.map_or("", |c| c.workload_id.as_str())),
+            CredAgentId => Str(c.map_or("", |c| c.agent_id.as_str())),
+            CredTaskId => Str(c.and_then(|c| c.task_id.as_deref()).unwrap_or("")),
+        }
     }
 }
 
-pub type EvidenceLog = Rc<RefCell<Evidence>>;
-
-fn record<T: Clone + Into<Dynamic>>(log: &EvidenceLog, name: &'static str, arg: Option<&str>, value: T) -> T {
-    log.borrow_mut().reads.push((name, arg.map(ImmutableString::from), value.clone().into()));
-    value
+impl Frame {
+    fn tally<'a>(&self, agent: &AgentState, window: &str, pick: fn(&Tally) -> i64) -> Value<'a> {
+        let Some(span) = Span::parse(window) else {
+            return Value::Fail(format!("unknown window `{window}`; use \"1m\", \"10m\" or \"1h\""));
+        };
+        let slot = match span {
+            Span::M1 => 0,
+            Span::M10 => 1,
+            Span::H1 => 2,
+        };
+        let mut tallies = self.tallies.get();
+        let tally = *tallies[slot].get_or_insert_with(|| agent.windows.as_ref().map(|w| w.sum(span, self.now)).unwrap_or_default());
+        self.tallies.set(tallies);
+        Value::Int(pick(&tally))
+    }
 }
 
-fn text(value: Option<&str>) -> ImmutableString {
-    value.map(ImmutableString::from).unwrap_or_default()
-}
-
-#[derive(Debug, Clone)]
-pub struct EventView {
-    event: Rc<ActivityEvent>,
-    depth: u32,
-    threat: ImmutableString,
-    log: EvidenceLog,
-}
-
-#[derive(Debug, Clone)]
-pub struct AgentView {
-    agent: Rc<AgentState>,
-    now: crate::event::Timestamp,
-    repeat_run: u32,
-    log: EvidenceLog,
-}
-
-#[derive(Debug, Clone)]
-pub struct TaskView {
-    task: Option<Rc<TaskState>>,
-    now: crate::event::Timestamp,
-    log: EvidenceLog,
-}
-
-#[derive(Debug, Clone)]
-pub struct CredentialView {
-    cred: Option<Rc<CredentialState>>,
-    now: crate::event::Timestamp,
-    log: EvidenceLog,
-}
-
-/// The four views of one event, ready to go into a Rhai scope.
-pub fn views(event: &Rc<ActivityEvent>, ctx: &Context, log: &EvidenceLog) -> (EventView, AgentView, TaskView, CredentialView) {
-    let repeat_run = if call_signature(event) == ctx.agent.last_call { ctx.agent.repeats + 1 } else { 1 };
-    (
-        EventView {
-            event: event.clone(),
-            depth: ctx.depth,
-            threat: ctx.threat.as_ref().map(|t| ImmutableString::from(t.severity.as_str())).unwrap_or_default(),
-            log: log.clone(),
-        },
-        AgentView { agent: ctx.agent.clone(), now: ctx.now, repeat_run, log: log.clone() },
-        TaskView { task: ctx.task.clone(), now: ctx.now, log: log.clone() },
-        CredentialView { cred: ctx.credential.clone(), now: ctx.now, log: log.clone() },
-    )
-}
-
-fn span(text: &str) -> Result<Span, Box<EvalAltResult>> {
-    Span::parse(text).ok_or_else(|| format!("unknown window `{text}`; use \"1m\", \"10m\" or \"1h\"").into())
+fn clamp(v: u64) -> i64 {
+    v.min(i64::MAX as u64) as i64
 }
 
 fn secs(value: f64) -> i64 {
     value.floor() as i64
 }
 
-/// Registers the views, their getters and the helpers on `engine`.
-pub fn register(engine: &mut Engine) {
-    engine
-        .register_type_with_name::<EventView>("Event")
-        .register_get("id", |e: &mut EventView| ImmutableString::from(e.event.event_id.as_str()))
-        .register_get("kind", |e: &mut EventView| ImmutableString::from(e.event.kind.as_str()))
-        .register_get("tenant", |e: &mut EventView| ImmutableString::from(e.event.tenant.as_str()))
-        .register_get("agent_id", |e: &mut EventView| ImmutableString::from(e.event.agent_id.as_str()))
-        .register_get("workload_id", |e: &mut EventView| ImmutableString::from(e.event.workload_id.as_str()))
-        .register_get("task_id", |e: &mut EventView| text(e.event.task_id.as_deref()))
-        .register_get("tool", |e: &mut EventView| text(e.event.tool.as_deref()))
-        .register_get("target", |e: &mut EventView| text(e.event.target.as_deref()))
-        .register_get("operation", |e: &mut EventView| text(e.event.operation.as_deref()))
-        .register_get("data_class", |e: &mut EventView| text(e.event.data_class.map(DataClass::as_str)))
-        .register_get("sensitive", |e: &mut EventView| e.event.data_class.is_some_and(DataClass::is_sensitive))
-        .register_get("non_public", |e: &mut EventView| e.event.touches_non_public())
-        .register_get("bytes", |e: &mut EventView| e.event.bytes.min(i64::MAX as u64) as i64)
-        .register_get("verified", |e: &mut EventView| e.event.identity.verified)
-        .register_get("identity_method", |e: &mut EventView| ImmutableString::from(e.event.identity.method.as_str()))
-        .register_get("trust_boundary", |e: &mut EventView| text(e.event.trust_boundary.as_deref()))
-        .register_get("parent_event_id", |e: &mut EventView| text(e.event.parent_event_id.as_deref()))
-        .register_get("credential_id", |e: &mut EventView| text(e.event.credential.as_ref().map(|c| c.id.as_str())))
-        .register_get("credential_scopes", |e: &mut EventView| -> Array {
-            e.event.credential.iter().flat_map(|c| &c.scopes).map(|s| Dynamic::from(ImmutableString::from(s.as_str()))).collect()
-        })
-        .register_get("time_ms", |e: &mut EventView| e.event.time.millis())
-        .register_get("depth", |e: &mut EventView| record(&e.log, "event.depth", None, i64::from(e.depth)))
-        .register_get("threat", |e: &mut EventView| record(&e.log, "event.threat", None, e.threat.clone()))
-        .register_fn("attr", |e: &mut EventView, name: &str| text(e.event.attributes.get(name).map(String::as_str)));
-
-    engine
-        .register_type_with_name::<AgentView>("Agent")
-        .register_fn("count", |a: &mut AgentView, w: &str| -> Result<i64, Box<EvalAltResult>> {
-            let v = a.tally(span(w)?).actions;
-            Ok(record(&a.log, "agent.count", Some(w), i64::from(v)))
-        })
-        .register_fn("bytes", |a: &mut AgentView, w: &str| -> Result<i64, Box<EvalAltResult>> {
-            let v = a.tally(span(w)?).bytes;
-            Ok(record(&a.log, "agent.bytes", Some(w), v.min(i64::MAX as u64) as i64))
-        })
-        .register_fn("egress", |a: &mut AgentView, w: &str| -> Result<i64, Box<EvalAltResult>> {
-            let v = a.tally(span(w)?).egress;
-            Ok(record(&a.log, "agent.egress", Some(w), v.min(i64::MAX as u64) as i64))
-        })
-        .register_fn("step_ups", |a: &mut AgentView, w: &str| -> Result<i64, Box<EvalAltResult>> {
-            let v = a.tally(span(w)?).step_ups;
-            Ok(record(&a.log, "agent.step_ups", Some(w), i64::from(v)))
-        })
-        .register_fn("denials", |a: &mut AgentView, w: &str| -> Result<i64, Box<EvalAltResult>> {
-            let v = a.tally(span(w)?).denials;
-            Ok(record(&a.log, "agent.denials", Some(w), i64::from(v)))
-        })
-        .register_fn("is_new_target", |a: &mut AgentView, t: &str| {
-            record(&a.log, "agent.is_new_target", Some(t), !a.agent.targets.contains(t))
-        })
-        .register_fn("is_new_tool", |a: &mut AgentView, t: &str| {
-            record(&a.log, "agent.is_new_tool", Some(t), !a.agent.tools.contains(t))
-        })
-        .register_fn("is_new_destination", |a: &mut AgentView, t: &str| {
-            record(&a.log, "agent.is_new_destination", Some(t), !a.agent.destinations.contains(t))
-        })
-        .register_get("distinct_targets", |a: &mut AgentView| {
-            record(&a.log, "agent.distinct_targets", None, a.agent.targets.len() as i64)
-        })
-        .register_get("distinct_tools", |a: &mut AgentView| {
-            record(&a.log, "agent.distinct_tools", None, a.agent.tools.len() as i64)
-        })
-        .register_get("repeat_run", |a: &mut AgentView| record(&a.log, "agent.repeat_run", None, i64::from(a.repeat_run)))
-        .register_get("secs_since_sensitive_read", |a: &mut AgentView| {
-            let v = a.agent.last_sensitive_read.as_ref().map_or(-1, |r| secs(a.now.secs_since(r.time)));
-            record(&a.log, "agent.secs_since_sensitive_read", None, v)
-        })
-        .register_get("last_sensitive_target", |a: &mut AgentView| {
-            let v = text(a.agent.last_sensitive_read.as_ref().map(|r| r.target.as_str()));
-            record(&a.log, "agent.last_sensitive_target", None, v)
-        })
-        .register_get("last_sensitive_class", |a: &mut AgentView| {
-            let v = text(a.agent.last_sensitive_read.as_ref().map(|r| r.data_class.as_str()));
-            record(&a.log, "agent.last_sensitive_class", None, v)
-        })
-        .register_get("age_s", |a: &mut AgentView| record(&a.log, "agent.age_s", None, secs(a.now.secs_since(a.agent.first_seen))))
-        .register_get("quarantined", |a: &mut AgentView| record(&a.log, "agent.quarantined", None, a.agent.quarantined))
-        .register_get("pending_step_ups", |a: &mut AgentView| {
-            let v = a.agent.pending_step_ups.iter().filter(|p| p.expires_at > a.now).count() as i64;
-            record(&a.log, "agent.pending_step_ups", None, v)
-        })
-        .register_get("workload_id", |a: &mut AgentView| ImmutableString::from(a.agent.workload_id.as_str()))
-        .register_get("total_actions", |a: &mut AgentView| {
-            let d = a.agent.decisions;
-            record(&a.log, "agent.total_actions", None, (d.allow + d.step_up + d.deny + d.revoke) as i64)
-        });
-
-    engine
-        .register_type_with_name::<TaskView>("Task")
-        .register_get("exists", |t: &mut TaskView| record(&t.log, "task.exists", None, t.task.is_some()))
-        .register_get("has_scope", |t: &mut TaskView| {
-            record(&t.log, "task.has_scope", None, t.task.as_ref().is_some_and(|t| t.scope.is_some()))
-        })
-        .register_get("status", |t: &mut TaskView| {
-            let v = ImmutableString::from(t.task.as_ref().map_or("none", |t| t.status.as_str()));
-            record(&t.log, "task.status", None, v)
-        })
-        .register_get("is_over", |t: &mut TaskView| record(&t.log, "task.is_over", None, t.task.as_ref().is_some_and(|t| t.is_over())))
-        .register_fn("in_scope_tool", |t: &mut TaskView, tool: &str| {
-            let v = t.task.as_ref().and_then(|t| t.scope.as_ref()).is_some_and(|s| s.allows_tool(tool));
-            record(&t.log, "task.in_scope_tool", Some(tool), v)
-        })
-        .register_fn("in_scope_target", |t: &mut TaskView, target: &str| {
-            let v = t.task.as_ref().and_then(|t| t.scope.as_ref()).is_some_and(|s| s.allows_target(target));
-            record(&t.log, "task.in_scope_target", Some(target), v)
-        })
-        .register_fn("in_scope_data_class", |t: &mut TaskView, class: &str| {
-            let v = match DataClass::parse(class) {
-                Some(c) => t.task.as_ref().and_then(|t| t.scope.as_ref()).is_some_and(|s| s.allows_data_class(c)),
-                None => class.is_empty(),
-            };
-            record(&t.log, "task.in_scope_data_class", Some(class), v)
-        })
-        .register_fn("allows_scope", |t: &mut TaskView, scope: &str| {
-            let v = t.task.as_ref().and_then(|t| t.scope.as_ref()).is_some_and(|s| {
-                let target = scope.split_once(':').map_or(scope, |(target, _)| target);
-                s.targets.iter().any(|g| glob_match(g, target))
-            });
-            record(&t.log, "task.allows_scope", Some(scope), v)
-        })
-        .register_get("egress_bytes", |t: &mut TaskView| {
-            let v = t.task.as_ref().map_or(0, |t| t.egress_bytes.min(i64::MAX as u64) as i64);
-            record(&t.log, "task.egress_bytes", None, v)
-        })
-        .register_get("egress_budget", |t: &mut TaskView| {
-            let v = t
-                .task
-                .as_ref()
-                .and_then(|t| t.scope.as_ref()?.egress_budget_bytes)
-                .map_or(-1, |b| b.min(i64::MAX as u64) as i64);
-            record(&t.log, "task.egress_budget", None, v)
-        })
-        .register_get("actions", |t: &mut TaskView| record(&t.log, "task.actions", None, t.task.as_ref().map_or(0, |t| t.actions as i64)))
-        .register_get("age_s", |t: &mut TaskView| {
-            let v = t.task.as_ref().and_then(|t| t.started_at).map_or(-1, |s| secs(t.now.secs_since(s)));
-            record(&t.log, "task.age_s", None, v)
-        })
-        .register_get("secs_since_end", |t: &mut TaskView| {
-            let v = t.task.as_ref().and_then(|t| t.ended_at).map_or(-1, |e| secs(t.now.secs_since(e)));
-            record(&t.log, "task.secs_since_end", None, v)
-        })
-        .register_get("max_depth", |t: &mut TaskView| {
-            record(&t.log, "task.max_depth", None, t.task.as_ref().map_or(0, |t| i64::from(t.max_depth)))
-        });
-
-    engine
-        .register_type_with_name::<CredentialView>("Credential")
-        .register_get("exists", |c: &mut CredentialView| record(&c.log, "cred.exists", None, c.cred.is_some()))
-        .register_get("id", |c: &mut CredentialView| text(c.cred.as_ref().map(|c| c.id.as_str())))
-        .register_get("revoked", |c: &mut CredentialView| {
-            record(&c.log, "cred.revoked", None, c.cred.as_ref().is_some_and(|c| c.revoked_at.is_some()))
-        })
-        .register_get("expired", |c: &mut CredentialView| {
-            let now = c.now;
-            record(&c.log, "cred.expired", None, c.cred.as_ref().is_some_and(|c| c.is_expired(now)))
-        })
-        .register_get("leaked", |c: &mut CredentialView| record(&c.log, "cred.leaked", None, c.cred.as_ref().is_some_and(|c| c.leaked)))
-        .register_get("age_s", |c: &mut CredentialView| {
-            let v = c.cred.as_ref().map_or(-1, |cr| secs(c.now.secs_since(cr.issued_at)));
-            record(&c.log, "cred.age_s", None, v)
-        })
-        .register_get("ttl_s", |c: &mut CredentialView| {
-            let v = c.cred.as_ref().and_then(|c| c.ttl_s).map_or(-1, |t| t.min(i64::MAX as u64) as i64);
-            record(&c.log, "cred.ttl_s", None, v)
-        })
-        .register_get("workload_id", |c: &mut CredentialView| {
-            record(&c.log, "cred.workload_id", None, text(c.cred.as_ref().map(|c| c.workload_id.as_str())))
-        })
-        .register_get("agent_id", |c: &mut CredentialView| {
-            record(&c.log, "cred.agent_id", None, text(c.cred.as_ref().map(|c| c.agent_id.as_str())))
-        })
-        .register_get("task_id", |c: &mut CredentialView| {
-            record(&c.log, "cred.task_id", None, text(c.cred.as_ref().and_then(|c| c.task_id.as_deref())))
-        });
+/// A read from a rule: evaluated, traced, handed to Rhai.
+fn get(frame: &SharedFrame, getter: Getter, arg: Option<ImmutableString>) -> Result<Dynamic, Box<EvalAltResult>> {
+    let mut frame = frame.borrow_mut();
+    let (value, dynamic) = {
+        let value = frame.read(getter, arg.as_ref().map_or("", |a| a.as_str()));
+        match &value {
+            // One string shared by the trace and the rule.
+            Value::Str(s) => {
+                let s = ImmutableString::from(*s);
+                (Owned::Str(s.clone()), Ok(Dynamic::from(s)))
+            }
+            _ => (value.to_owned_value(), value.to_dynamic()),
+        }
+    };
+    frame.trace.push(Read { getter, arg, value });
+    dynamic
 }
 
-impl AgentView {
-    fn tally(&self, span: Span) -> crate::state::window::Tally {
-        self.agent.windows.as_ref().map(|w| w.sum(span, self.now)).unwrap_or_default()
+#[derive(Debug, Clone)]
+pub struct EventView(SharedFrame);
+
+#[derive(Debug, Clone)]
+pub struct AgentView(SharedFrame);
+
+#[derive(Debug, Clone)]
+pub struct TaskView(SharedFrame);
+
+#[derive(Debug, Clone)]
+pub struct CredentialView(SharedFrame);
+
+/// The four views over `frame`, ready to go into a Rhai scope.
+pub fn views(frame: &SharedFrame) -> (EventView, AgentView, TaskView, CredentialView) {
+    (EventView(frame.clone()), AgentView(frame.clone()), TaskView(frame.clone()), CredentialView(frame.clone()))
+}
+
+/// Registers the views, their getters and the helpers on `engine`.
+pub fn register(engine: &mut Engine) {
+    use Getter::*;
+    macro_rules! getters {
+        ($view:ty, $($name:literal => $getter:ident),+ $(,)?) => {
+            $(engine.register_get($name, |v: &mut $view| get(&v.0, $getter, None));)+
+        };
     }
+    macro_rules! methods {
+        ($view:ty, $($name:literal => $getter:ident),+ $(,)?) => {
+            $(engine.register_fn($name, |v: &mut $view, arg: ImmutableString| get(&v.0, $getter, Some(arg)));)+
+        };
+    }
+
+    engine.register_type_with_name::<EventView>("Event");
+    getters!(EventView,
+        "id" => EventId,
+        "kind" => EventKind,
+        "tenant" => EventTenant,
+        "agent_id" => EventAgentId,
+        "workload_id" => EventWorkloadId,
+        "task_id" => EventTaskId,
+        "tool" => EventTool,
+        "target" => EventTarget,
+        "operation" => EventOperation,
+        "data_class" => EventDataClass,
+        "sensitive" => EventSensitive,
+        "non_public" => EventNonPublic,
+        "bytes" => EventBytes,
+        "verified" => EventVerified,
+        "identity_method" => EventIdentityMethod,
+        "trust_boundary" => EventTrustBoundary,
+        "parent_event_id" => EventParentEventId,
+        "credential_id" => EventCredentialId,
+        "credential_scopes" => EventCredentialScopes,
+        "time_ms" => EventTimeMs,
+        "depth" => EventDepth,
+        "threat" => EventThreat,
+    );
+    methods!(EventView, "attr" => EventAttr);
+
+    engine.register_type_with_name::<AgentView>("Agent");
+    methods!(AgentView,
+        "count" => AgentCount,
+        "bytes" => AgentBytes,
+        "egress" => AgentEgress,
+        "step_ups" => AgentStepUps,
+        "denials" => AgentDenials,
+        "is_new_target" => AgentIsNewTarget,
+        "is_new_tool" => AgentIsNewTool,
+        "is_new_destination" => AgentIsNewDestination,
+    );
+    getters!(AgentView,
+        "distinct_targets" => AgentDistinctTargets,
+        "distinct_tools" => AgentDistinctTools,
+        "repeat_run" => AgentRepeatRun,
+        "secs_since_sensitive_read" => AgentSecsSinceSensitiveRead,
+        "last_sensitive_target" => AgentLastSensitiveTarget,
+        "last_sensitive_class" => AgentLastSensitiveClass,
+        "age_s" => AgentAgeS,
+        "quarantined" => AgentQuarantined,
+        "pending_step_ups" => AgentPendingStepUps,
+        "workload_id" => AgentWorkloadId,
+        "total_actions" => AgentTotalActions,
+    );
+
+    engine.register_type_with_name::<TaskView>("Task");
+    getters!(TaskView,
+        "exists" => TaskExists,
+        "has_scope" => TaskHasScope,
+        "status" => TaskStatus,
+        "is_over" => TaskIsOver,
+        "egress_bytes" => TaskEgressBytes,
+        "egress_budget" => TaskEgressBudget,
+        "actions" => TaskActions,
+        "age_s" => TaskAgeS,
+        "secs_since_end" => TaskSecsSinceEnd,
+        "max_depth" => TaskMaxDepth,
+    );
+    methods!(TaskView,
+        "in_scope_tool" => TaskInScopeTool,
+        "in_scope_target" => TaskInScopeTarget,
+        "in_scope_data_class" => TaskInScopeDataClass,
+        "allows_scope" => TaskAllowsScope,
+    );
+
+    engine.register_type_with_name::<CredentialView>("Credential");
+    getters!(CredentialView,
+        "exists" => CredExists,
+        "id" => CredId,
+        "revoked" => CredRevoked,
+        "expired" => CredExpired,
+        "leaked" => CredLeaked,
+        "age_s" => CredAgeS,
+        "ttl_s" => CredTtlS,
+        "workload_id" => CredWorkloadId,
+        "agent_id" => CredAgentId,
+        "task_id" => CredTaskId,
+    );
 }

@@ -87,8 +87,11 @@ impl<const N: usize> Series<N> {
         }
         let newest = self.head.min(now_idx);
         let oldest = (now_idx - N as i64 + 1).max(self.head - N as i64 + 1);
-        for i in oldest..=newest {
-            total.add(&self.buckets[i.rem_euclid(N as i64) as usize]);
+        // One division for the first slot, then walk the ring.
+        let mut slot = oldest.rem_euclid(N as i64) as usize;
+        for _ in oldest..=newest {
+            total.add(&self.buckets[slot]);
+            slot = if slot + 1 == N { 0 } else { slot + 1 };
         }
         total
     }
