@@ -53,7 +53,13 @@ impl DecodeError {
 
 /// Decodes one JSON record (an activity event or, if it has `signal_id`, a signal).
 pub fn decode_json(bytes: &[u8]) -> Result<Input, DecodeError> {
-    let raw: RawRecord = serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))?;
+    // Checking UTF-8 once for the whole record is cheaper than per string;
+    // invalid UTF-8 takes the byte path so its error reads as it always has.
+    let raw: RawRecord = match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(bytes),
+    }
+    .map_err(|e| DecodeError::Json(e.to_string()))?;
     raw.validate()
 }
 
