@@ -41,6 +41,9 @@ pub struct DemoArgs {
     /// Ruleset folder (default: the shipped ruleset, embedded).
     #[arg(long)]
     rules: Option<PathBuf>,
+    /// Also write the generated input as JSON Lines, to feed `vigil run` or `vigil replay`.
+    #[arg(long, value_name = "FILE")]
+    save_trace: Option<PathBuf>,
 }
 
 /// A sink that passes everything on and keeps a live tally on the terminal.
@@ -95,6 +98,11 @@ pub fn run(args: DemoArgs) -> Result<(), Failure> {
         ..WorkloadSpec::default()
     };
     let lines = generate(&spec);
+    if let Some(path) = &args.save_trace {
+        let mut text = lines.join("\n");
+        text.push('\n');
+        std::fs::write(path, text).map_err(|e| Failure::Input(format!("cannot write `{}`: {e}", path.display())))?;
+    }
     let host = RuleHost::compile(crate::load_rules(args.rules.as_ref())?)?;
     println!(
         "vigil demo: {} records from {} tenants x {} agents plus {} attack scenarios, ruleset {} ({} rules)",

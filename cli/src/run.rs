@@ -4,11 +4,13 @@
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
 use vigil::config::{Delivery, KafkaConfig};
 use vigil::kafka::{self, Work};
 use vigil::pipeline::{self, Pipeline, Stats};
+use vigil::rules::watch::RuleWatch;
 use vigil::rules::RuleHost;
 use vigil::sink::jsonl::JsonlSink;
 use vigil::source::file::JsonlSource;
@@ -43,6 +45,14 @@ pub struct RunArgs {
     /// Kafka: consumer group id (also the transactional id prefix).
     #[arg(long, value_name = "ID")]
     group: Option<String>,
+    /// A candidate ruleset run beside the enforcing one: its decisions go to
+    /// `shadow.jsonl` with `mode: shadow` and never cause commands.
+    #[arg(long, value_name = "DIR")]
+    shadow_rules: Option<PathBuf>,
+    /// Reload `--rules DIR` when it changes on disk (compiled and its cases
+    /// run first; a broken change is refused and the running rules stay).
+    #[arg(long)]
+    watch_rules: bool,
 }
 
 impl RunArgs {
@@ -65,10 +75,28 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     };
     let rules = RuleHost::compile(crate::load_rules(args.rules.as_ref())?)?;
     let mut pipeline = Pipeline::new(rules, StateConfig::default());
+    if let Some(dir) = &args.shadow_rules {
+        pipeline = pipeline.with_shadow(RuleHost::compile(crate::load_rules(Some(dir))?)?);
+    }
+    if args.watch_rules {
+        let Some(dir) = &args.rules else {
+            return Err(Failure::Input("`--watch-rules` needs `--rules DIR`".into()));
+        };
+        pipeline = pipeline.with_watch(RuleWatch::new(dir, Duration::from_secs(1)));
+    }
     let mut source = JsonlSource::open(&input)?;
     let mut sink = JsonlSink::create(&out)?;
     pipeline::run(&mut source, &mut pipeline, &mut sink, &AtomicBool::new(false))?;
     eprintln!("{} -> {}", summary(&pipeline.stats), out.display());
+    let s = &pipeline.stats;
+    if pipeline.shadow_rules().is_some() {
+        let moves: Vec<String> = s.shadow_transitions.iter().map(|((a, b), n)| format!("{a}→{b} {n}")).collect();
+        let rules: Vec<String> = s.shadow_rules.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        eprintln!("shadow divergences: [{}]; by rule: [{}]", moves.join(", "), rules.join(", "));
+    }
+    if args.watch_rules {
+        eprintln!("ruleset swaps {}, rejected changes {}", s.rule_swaps, s.rule_rejections);
+    }
     Ok(())
 }
 
