@@ -16,12 +16,9 @@
 //! Without `--brokers` it starts a broker of its own with `scripts/kafka.sh`
 //! and removes it at the end.
 
-use std::future::Future;
-use std::pin::pin;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions};
@@ -33,6 +30,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use vigil::config::{Delivery, KafkaConfig, Topics};
+use vigil::kafka::admin::block_on;
 use vigil::kafka::{self, Work};
 use vigil::rules::RulesetSource;
 use vigil::state::StateConfig;
@@ -393,25 +391,6 @@ fn scenario(args: &Args, brokers: &str, delivery: Delivery, pass_through: bool, 
     })
 }
 
-struct Unpark(std::thread::Thread);
-
-impl Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-fn block_on<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut context = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
-            return output;
-        }
-        std::thread::park();
-    }
-}
 
 /// Leaves a shared broker as it was found.
 fn delete_topics(brokers: &str, topics: &Topics) {

@@ -61,7 +61,7 @@ impl Wake for Unpark {
 
 /// Waits for a future on this thread. The admin client completes its
 /// futures from its own thread, so no runtime is needed.
-fn block_on<F: Future>(future: F) -> F::Output {
+pub fn block_on<F: Future>(future: F) -> F::Output {
     let mut future = pin!(future);
     let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
     let mut context = Context::from_waker(&waker);
