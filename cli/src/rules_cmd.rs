@@ -1,6 +1,6 @@
 //! `vigil rules check` and `vigil rules test`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Subcommand, ValueEnum};
 use vigil::rules::cases::{case_files, run_cases};
@@ -33,7 +33,7 @@ pub fn run(command: RulesCommand) -> Result<(), Failure> {
     }
 }
 
-fn check(dir: &PathBuf) -> Result<(), Failure> {
+fn check(dir: &Path) -> Result<(), Failure> {
     if !dir.is_dir() {
         return Err(Failure::Input(format!("`{}` is not a folder", dir.display())));
     }
@@ -43,7 +43,7 @@ fn check(dir: &PathBuf) -> Result<(), Failure> {
     Ok(())
 }
 
-fn test(dir: &PathBuf, format: Format) -> Result<(), Failure> {
+fn test(dir: &Path, format: Format) -> Result<(), Failure> {
     if !dir.is_dir() {
         return Err(Failure::Input(format!("`{}` is not a folder", dir.display())));
     }
