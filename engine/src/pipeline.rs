@@ -278,9 +278,9 @@ impl Pipeline {
         self.stats.events += 1;
         let ctx = self.state.context(&event);
         self.rules.evaluate(&event, &ctx, &mut self.eval);
-        let version = self.rules.version().to_owned();
+        let rules = &self.rules;
         let outcome =
-            decide::activity(&event, &ctx, &self.eval, self.rules.config(), &version, self.mode, &self.state);
+            decide::activity(&event, &ctx, &self.eval, rules.config(), rules.version(), self.mode, &self.state);
         if let Some(shadow) = self.shadow.as_mut() {
             shadow.evaluate(&event, &ctx, &mut self.shadow_eval);
             let shadow = &*shadow;
