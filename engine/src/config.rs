@@ -82,6 +82,19 @@ impl Default for Topics {
 }
 
 impl Topics {
+    /// Every topic named `<prefix>.<role>`, so runs that share a broker
+    /// (tests, load runs) cannot read each other's records.
+    pub fn prefixed(prefix: &str) -> Topics {
+        Topics {
+            activity: format!("{prefix}.activity"),
+            signals: format!("{prefix}.signals"),
+            decisions: format!("{prefix}.decisions"),
+            alerts: format!("{prefix}.alerts"),
+            control: format!("{prefix}.control"),
+            dlq: format!("{prefix}.dlq"),
+        }
+    }
+
     /// Every topic with the role it plays, inputs first.
     pub fn all(&self) -> [(&'static str, &str); 6] {
         [

@@ -276,14 +276,7 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 
 fn scenario(args: &Args, brokers: &str, delivery: Delivery, pass_through: bool, templates: &[Template]) -> Result<Outcome, Failure> {
     let name = format!("load-{}-{}-{}", delivery.as_str(), if pass_through { "pass" } else { "decide" }, std::process::id());
-    let topics = Topics {
-        activity: format!("{name}.activity"),
-        signals: format!("{name}.signals"),
-        decisions: format!("{name}.decisions"),
-        alerts: format!("{name}.alerts"),
-        control: format!("{name}.control"),
-        dlq: format!("{name}.dlq"),
-    };
+    let topics = Topics::prefixed(&name);
     let mut config = KafkaConfig {
         brokers: brokers.to_owned(),
         group_id: format!("{name}-group"),

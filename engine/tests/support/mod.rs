@@ -164,14 +164,7 @@ pub fn unique(name: &str) -> String {
 pub fn config(brokers: &str, name: &str, partitions: i32, delivery: Delivery) -> KafkaConfig {
     init_logs();
     let prefix = unique(name);
-    let topics = Topics {
-        activity: format!("{prefix}.activity"),
-        signals: format!("{prefix}.signals"),
-        decisions: format!("{prefix}.decisions"),
-        alerts: format!("{prefix}.alerts"),
-        control: format!("{prefix}.control"),
-        dlq: format!("{prefix}.dlq"),
-    };
+    let topics = Topics::prefixed(&prefix);
     let mut config = KafkaConfig {
         brokers: brokers.to_owned(),
         group_id: format!("{prefix}-group"),
