@@ -278,16 +278,21 @@ load_env() {
   PORT="$saved_port"
 }
 
+alive() { # whether process $1 exists and is not a zombie
+  local state
+  state="$(sed 's/^.*) \(.\).*/\1/' "/proc/$1/stat" 2>/dev/null || echo Z)"
+  [[ "$state" != Z ]]
+}
+
 broker_pid() { # prints the pid if this dir's broker runs
-  local pid state
+  local pid
   [[ -f "$DIR/pid" ]] || return 1
   pid="$(cat "$DIR/pid")"
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
   [[ -r "/proc/$pid/cmdline" ]] || return 1
   # A pid can be reused: make sure it is this dir's broker, and not a zombie.
   tr '\0' ' ' < "/proc/$pid/cmdline" | grep -qF "$DIR/server.properties" || return 1
-  state="$(sed 's/^.*) \(.\).*/\1/' "/proc/$pid/stat" 2>/dev/null || echo Z)"
-  [[ "$state" != Z ]] || return 1
+  alive "$pid" || return 1
   echo "$pid"
 }
 
@@ -486,7 +491,9 @@ launch_broker() {
 wait_ready() {
   local deadline=$(( SECONDS + START_TIMEOUT )) started=0 size
   while (( SECONDS < deadline )); do
-    if ! broker_pid >/dev/null; then
+    # $PID is our own child: until it has exec'd Java its command line is
+    # still this script's, so only its liveness says anything here.
+    if ! alive "$PID"; then
       log "broker exited during startup"
       log_tail
       rm -f "$DIR/pid"

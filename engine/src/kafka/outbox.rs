@@ -12,7 +12,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
@@ -32,6 +32,12 @@ pub(crate) type SignalsConsumer = BaseConsumer<ClientLog>;
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a full local queue is given to drain before `send` tries again.
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(5);
+/// How long one call may keep failing before the producer is given up and
+/// rebuilt. librdkafka can leave a transactional request queued for good
+/// on a coordinator connection that never comes back after a broker
+/// restart (each attempt then times out after a minute, whatever timeout
+/// was asked for); a new producer fences the old one and starts clean.
+const RETRY_BUDGET: Duration = Duration::from_secs(30);
 /// Retries allowed once shutdown was requested, so that a healthy broker
 /// still gets the last commit while a dead one does not hold the exit.
 const RETRIES_AFTER_SHUTDOWN: u32 = 2;
@@ -188,10 +194,12 @@ impl Outbox {
     }
 
     /// Runs `call` until it succeeds, retrying what librdkafka calls
-    /// retriable (a broker away, a timeout) with backoff.
+    /// retriable (a broker away, a timeout) with backoff, for at most
+    /// [`RETRY_BUDGET`]; past it the producer counts as failed for good.
     fn retry(&self, what: &str, call: impl Fn() -> KafkaResult<()>) -> Result<(), OutboxFailure> {
         let mut backoff = Backoff::new();
         let mut after_shutdown = 0;
+        let started = Instant::now();
         loop {
             let error = match call() {
                 Ok(()) => {
@@ -204,6 +212,13 @@ impl Outbox {
             };
             if !matches!(classify(&error), Class::Retry) {
                 return Err(self.fail(what, &error));
+            }
+            if started.elapsed() > RETRY_BUDGET {
+                self.fatal.store(true, Ordering::Relaxed);
+                return Err(OutboxFailure::Fatal(format!(
+                    "{what}: still failing after {}s: {error}",
+                    started.elapsed().as_secs()
+                )));
             }
             tracing::warn!(worker = self.worker, what, error = %error, retry_in_ms = backoff.delay().as_millis() as u64, "kafka call failed; retrying");
             if self.shutdown.load(Ordering::Relaxed) {

@@ -142,14 +142,12 @@ fn spawn_watchdog(dir: &Path) -> ChildStdin {
     child.stdin.take().unwrap()
 }
 
-/// Engine logs on stderr when `RUST_LOG` asks for them.
+/// Logs go to the test's captured output, shown only when it fails: the
+/// engine's own account of what went wrong. `RUST_LOG` overrides the level.
 pub fn init_logs() {
-    if std::env::var_os("RUST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-    }
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,vigil=info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
 }
 
 /// A name no other test (or earlier run) uses.
