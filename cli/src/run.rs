@@ -2,14 +2,16 @@
 //! (`--brokers` or `--config`).
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 use vigil::config::{Delivery, KafkaConfig};
+use vigil::control::{self, RuleControl};
 use vigil::kafka::{self, Work};
 use vigil::pipeline::{self, Pipeline, Stats};
+use vigil::rules::board::RuleBoard;
 use vigil::rules::watch::RuleWatch;
 use vigil::rules::RuleHost;
 use vigil::sink::jsonl::JsonlSink;
@@ -149,8 +151,16 @@ fn run_kafka(args: RunArgs) -> Result<(), Failure> {
     }
     config.validate()?;
     let ruleset = crate::load_rules(args.rules.as_ref())?;
+    let shadow = args.shadow_rules.as_ref().map(|dir| crate::load_rules(Some(dir))).transpose()?;
+    if args.watch_rules && args.rules.is_none() {
+        return Err(Failure::Input("`--watch-rules` needs `--rules DIR`".into()));
+    }
+    let board = Arc::new(RuleBoard::new(ruleset, shadow));
+    let watched = args.rules.as_deref().filter(|_| args.watch_rules);
+    let control = RuleControl::new(Arc::clone(&board), watched, args.shadow_rules.as_deref());
+    let counts = Arc::clone(&control.counts);
     let shutdown = Arc::new(AtomicBool::new(false));
-    kafka::stop_on_signals(Arc::clone(&shutdown))?;
+    control::listen(Some(control), Arc::clone(&shutdown)).map_err(|e| Failure::Input(e.to_string()))?;
     eprintln!(
         "vigil: {} worker(s) on {} ({}), group `{}`, reading `{}` and `{}`",
         config.workers,
@@ -160,10 +170,14 @@ fn run_kafka(args: RunArgs) -> Result<(), Failure> {
         config.topics.activity,
         config.topics.signals
     );
-    let work = Work::Decide { ruleset, state: StateConfig::default(), mode: Mode::Enforce };
+    let work = Work::Decide { rules: board, state: StateConfig::default(), mode: Mode::Enforce };
     let reports = kafka::run(&config, &work, shutdown)?;
     let commits: u64 = reports.iter().map(|r| r.commits).sum();
     let aborts: u64 = reports.iter().map(|r| r.aborts).sum();
     eprintln!("{}; {commits} commits, {aborts} aborted batches", summary(&kafka::total(&reports)));
+    let (swaps, rejections) = (counts.swaps.load(Ordering::Relaxed), counts.rejections.load(Ordering::Relaxed));
+    if swaps + rejections > 0 {
+        eprintln!("ruleset swaps {swaps}, rejected changes {rejections}");
+    }
     Ok(())
 }

@@ -67,6 +67,8 @@ pub struct Topics {
     pub control: String,
     pub dlq: String,
 }
+    /// Decisions of a candidate ruleset in shadow (`mode: shadow`).
+    pub shadow: String,
 
 impl Default for Topics {
     fn default() -> Self {
@@ -78,6 +80,7 @@ impl Default for Topics {
             control: "vigil.control".into(),
             dlq: "vigil.dlq".into(),
         }
+            shadow: "vigil.shadow".into(),
     }
 }
 
@@ -93,10 +96,11 @@ impl Topics {
             control: format!("{prefix}.control"),
             dlq: format!("{prefix}.dlq"),
         }
+            shadow: format!("{prefix}.shadow"),
     }
 
     /// Every topic with the role it plays, inputs first.
-    pub fn all(&self) -> [(&'static str, &str); 6] {
+    pub fn all(&self) -> [(&'static str, &str); 7] {
         [
             ("activity", &self.activity),
             ("signals", &self.signals),
@@ -105,6 +109,7 @@ impl Topics {
             ("control", &self.control),
             ("dlq", &self.dlq),
         ]
+            ("shadow", &self.shadow),
     }
 }
 

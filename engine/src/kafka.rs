@@ -35,6 +35,7 @@ pub use admin::{create_topics, TopicOutcome};
 use crate::config::{ConfigError, KafkaConfig};
 use crate::decode::avro::AvroDecoder;
 use crate::pipeline::Stats;
+use crate::rules::board::RuleBoard;
 use crate::rules::{RuleHost, RulesetSource};
 use crate::state::StateConfig;
 use crate::verdict::Mode;
@@ -56,11 +57,19 @@ pub enum KafkaEngineError {
 /// What every worker does with a record.
 #[derive(Debug, Clone)]
 pub enum Work {
-    /// Decide it: the engine.
-    Decide { ruleset: RulesetSource, state: StateConfig, mode: Mode },
+    /// Decide it: the engine, with the rules the board publishes.
+    Decide { rules: Arc<RuleBoard>, state: StateConfig, mode: Mode },
     /// Produce its bytes unchanged to the decisions topic, with the same
     /// batching and delivery mode: a baseline for the load harness.
     PassThrough,
+}
+
+impl Work {
+    /// Enforces `ruleset`, which nothing will change, with default state
+    /// settings.
+    pub fn decide(ruleset: RulesetSource) -> Work {
+        Work::Decide { rules: Arc::new(RuleBoard::new(ruleset, None)), state: StateConfig::default(), mode: Mode::Enforce }
+    }
 }
 
 /// What one worker did, counting committed work only.
@@ -93,8 +102,11 @@ pub fn avro_decoder(config: &KafkaConfig) -> Result<AvroDecoder, KafkaEngineErro
 pub fn run(config: &KafkaConfig, work: &Work, shutdown: Arc<AtomicBool>) -> Result<Vec<WorkerReport>, KafkaEngineError> {
     config.validate()?;
     // Refuse a bad ruleset or schema here, once, rather than in every worker.
-    if let Work::Decide { ruleset, .. } = work {
-        RuleHost::compile(ruleset.clone()).map_err(|e| KafkaEngineError::Rules(e.to_string()))?;
+    if let Work::Decide { rules, .. } = work {
+        let (_, published) = rules.published();
+        for ruleset in std::iter::once(published.enforcing).chain(published.shadow) {
+            RuleHost::compile(ruleset).map_err(|e| KafkaEngineError::Rules(e.to_string()))?;
+        }
     }
     avro_decoder(config)?;
     if config.create_topics.at_startup {
@@ -148,44 +160,6 @@ pub fn run(config: &KafkaConfig, work: &Work, shutdown: Arc<AtomicBool>) -> Resu
     }
 }
 
-/// Sets `shutdown` on Ctrl-C or SIGTERM, so that the workers commit what
-/// they hold and leave their group before the process exits.
-pub fn stop_on_signals(shutdown: Arc<AtomicBool>) -> Result<(), KafkaEngineError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| KafkaEngineError::Client(format!("signal handler: {e}")))?;
-    std::thread::Builder::new()
-        .name("vigil-signals".into())
-        .spawn(move || {
-            runtime.block_on(async {
-                #[cfg(unix)]
-                {
-                    use tokio::signal::unix::{signal, SignalKind};
-                    match signal(SignalKind::terminate()) {
-                        Ok(mut terminate) => {
-                            tokio::select! {
-                                _ = tokio::signal::ctrl_c() => {}
-                                _ = terminate.recv() => {}
-                            }
-                        }
-                        Err(_) => {
-                            let _ = tokio::signal::ctrl_c().await;
-                        }
-                    }
-                }
-                #[cfg(not(unix))]
-                {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            });
-            tracing::info!("shutdown requested; committing and leaving the group");
-            shutdown.store(true, Ordering::Relaxed);
-        })
-        .map_err(|e| KafkaEngineError::Client(format!("signal handler: {e}")))?;
-    Ok(())
-}
-
 /// Sums the workers' counts.
 pub fn total(reports: &[WorkerReport]) -> Stats {
     let mut total = Stats::default();
@@ -213,3 +187,9 @@ pub fn total(reports: &[WorkerReport]) -> Stats {
     }
     total
 }
+        for (k, v) in &s.shadow_transitions {
+            *total.shadow_transitions.entry(*k).or_default() += v;
+        }
+        for (k, v) in &s.shadow_rules {
+            *total.shadow_rules.entry(k.clone()).or_default() += v;
+        }

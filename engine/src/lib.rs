@@ -19,6 +19,7 @@ pub mod caep;
 pub mod checkpoint;
 pub mod config;
 pub mod decide;
+pub mod control;
 pub mod decode;
 pub mod event;
 pub mod kafka;

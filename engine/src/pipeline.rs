@@ -9,12 +9,14 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use crate::decide::{self, ocsf};
 use crate::decode::{self, avro::AvroDecoder, DecodeError};
 use crate::event::{ActivityEvent, Input, Signal};
+use crate::rules::board::RuleBoard;
 use crate::rules::watch::{Reload, RuleWatch};
 use crate::rules::{Evaluation, RuleHost};
 use crate::sink::{Sink, SinkError};
@@ -136,6 +138,8 @@ pub struct Pipeline {
     watch: Option<RuleWatch>,
     pub stats: Stats,
 }
+    /// Rules published for every worker, and the generation running here.
+    board: Option<(Arc<RuleBoard>, u64)>,
 
 impl Pipeline {
     pub fn new(rules: RuleHost, state: StateConfig) -> Pipeline {
@@ -152,6 +156,7 @@ impl Pipeline {
             stats: Stats::default(),
         }
     }
+            board: None,
 
     /// Runs `candidate` beside the enforcing rules: its decisions come out as
     /// `shadow_decisions` with `mode: shadow` and never produce commands.
@@ -169,6 +174,13 @@ impl Pipeline {
     pub fn shadow_rules(&self) -> Option<&RuleHost> {
         self.shadow.as_ref()
     }
+    /// Follows `board` from `generation` on (what this pipeline was built
+    /// with): a newer publication is swapped in between two records.
+    pub fn with_board(mut self, board: Arc<RuleBoard>, generation: u64) -> Pipeline {
+        self.board = Some((board, generation));
+        self
+    }
+
 
     /// The candidate becomes the enforcing ruleset from the next event on.
     pub fn promote_shadow(&mut self) -> bool {
@@ -192,6 +204,11 @@ impl Pipeline {
         let Some(watch) = self.watch.as_mut() else { return };
         match watch.check(self.rules.version()) {
             None => {}
+        if let Some((board, seen)) = &self.board {
+            if board.generation() != *seen {
+                self.follow_board();
+            }
+        }
             Some(Reload::Swapped(host)) => {
                 self.stats.rule_swaps += 1;
                 let old = self.replace_rules(*host);
@@ -207,6 +224,40 @@ impl Pipeline {
     pub fn with_mode(mut self, mode: Mode) -> Pipeline {
         self.mode = mode;
         self
+    /// Compiles what the board publishes, where it differs from what runs.
+    /// The board only takes rulesets that compiled, so a failure here is
+    /// not expected; it is logged and the running rules stay.
+    fn follow_board(&mut self) {
+        let Some((board, seen)) = self.board.as_mut() else { return };
+        let (generation, published) = board.published();
+        *seen = generation;
+        if published.enforcing.version != self.rules.version() {
+            // A promotion: the candidate running in shadow here moves over.
+            let promoted = self.shadow.take_if(|h| h.version() == published.enforcing.version);
+            match promoted.map_or_else(|| RuleHost::compile(published.enforcing), Ok) {
+                Ok(host) => {
+                    let old = self.replace_rules(host);
+                    tracing::info!(from = old.version(), to = self.rules.version(), "ruleset swapped");
+                }
+                Err(error) => tracing::error!(%error, "published ruleset does not compile here; keeping the running one"),
+            }
+        }
+        let running_shadow = self.shadow.as_ref().map(|h| h.version().to_owned());
+        match published.shadow {
+            None => self.shadow = None,
+            Some(candidate) if running_shadow.as_deref() != Some(candidate.version.as_str()) => {
+                match RuleHost::compile(candidate) {
+                    Ok(host) => {
+                        tracing::info!(candidate = host.version(), "shadow ruleset started");
+                        self.shadow = Some(host);
+                    }
+                    Err(error) => tracing::error!(%error, "published shadow ruleset does not compile here"),
+                }
+            }
+            Some(_) => {}
+        }
+    }
+
     }
 
     pub fn with_avro(mut self, avro: AvroDecoder) -> Pipeline {

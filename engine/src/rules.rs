@@ -13,6 +13,7 @@
 //! outcome (finding, evidence or fault) is the one Rhai would compute, and
 //! the script does not run.
 
+pub mod board;
 pub mod cases;
 mod load;
 mod memo;

@@ -292,7 +292,7 @@ fn scenario(args: &Args, brokers: &str, delivery: Delivery, pass_through: bool, 
     let work = if pass_through {
         Work::PassThrough
     } else {
-        Work::Decide { ruleset: RulesetSource::shipped()?, state: StateConfig::default(), mode: Mode::Enforce }
+        Work::decide(RulesetSource::shipped()?)
     };
     let shutdown = Arc::new(AtomicBool::new(false));
     let engine = {

@@ -46,9 +46,15 @@ impl Saved {
 }
 
 fn build_pipeline(index: usize, config: &KafkaConfig, work: &Work) -> Result<Option<Pipeline>, KafkaEngineError> {
-    let Work::Decide { ruleset, state, mode } = work else { return Ok(None) };
-    let rules = RuleHost::compile(ruleset.clone()).map_err(|e| KafkaEngineError::Rules(e.to_string()))?;
-    let pipeline = Pipeline::new(rules, state.clone())
+    let Work::Decide { rules: board, state, mode } = work else { return Ok(None) };
+    let compile = |ruleset| RuleHost::compile(ruleset).map_err(|e| KafkaEngineError::Rules(e.to_string()));
+    let (generation, published) = board.published();
+    let mut pipeline = Pipeline::new(compile(published.enforcing)?, state.clone());
+    if let Some(candidate) = published.shadow {
+        pipeline = pipeline.with_shadow(compile(candidate)?);
+    }
+    let pipeline = pipeline
+        .with_board(Arc::clone(board), generation)
         .with_mode(*mode)
         .with_avro(avro_decoder(config)?)
         // A signal about an agent no worker holds yet is acted on once, here.

@@ -40,6 +40,7 @@ pub struct KafkaSink {
     alerts: String,
     control: String,
     dlq: String,
+    shadow: String,
     buf: Vec<u8>,
 }
 
@@ -70,6 +71,7 @@ impl KafkaSink {
             dlq: topics.dlq.clone(),
             buf: Vec::with_capacity(1024),
         }
+            shadow: topics.shadow.clone(),
     }
 
     /// The input's trace context, if it had one. Built per output message:
@@ -157,4 +159,7 @@ impl Sink for KafkaSink {
     fn flush(&mut self) -> Result<(), SinkError> {
         self.outbox.commit(&self.activity).map(|_| ()).map_err(sink_error)
     }
+        for decision in &out.shadow_decisions {
+            self.send_json(|s| &s.shadow, &decision.agent_id, decision)?;
+        }
 }

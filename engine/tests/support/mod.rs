@@ -20,8 +20,6 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use vigil::config::{Delivery, KafkaConfig, Topics};
 use vigil::kafka::{self, KafkaEngineError, Work, WorkerReport};
 use vigil::rules::RulesetSource;
-use vigil::state::StateConfig;
-use vigil::verdict::Mode;
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -180,7 +178,7 @@ pub fn config(brokers: &str, name: &str, partitions: i32, delivery: Delivery) ->
 }
 
 pub fn decide() -> Work {
-    Work::Decide { ruleset: RulesetSource::shipped().unwrap(), state: StateConfig::default(), mode: Mode::Enforce }
+    Work::decide(RulesetSource::shipped().unwrap())
 }
 
 /// The engine on its own thread until [`Engine::stop`].
@@ -357,8 +355,15 @@ impl Collector {
     }
 
     /// Reads until every partition reported its end (only meaningful once
-    /// nothing writes to the topic any more).
+    /// nothing writes to the topic any more). An end reported before the
+    /// partition's current high watermark is stale (it was queued when the
+    /// topic was still empty) and does not count.
     pub fn drain(&mut self, deadline: Instant) {
+        let mut ends = std::collections::BTreeMap::new();
+        for p in 0..self.partitions as i32 {
+            let (_, high) = self.consumer.fetch_watermarks(&self.topic, p, Duration::from_secs(10)).unwrap();
+            ends.insert(p, high);
+        }
         let mut at_end = std::collections::BTreeSet::new();
         while at_end.len() < self.partitions {
             assert!(Instant::now() < deadline, "{}: never reached the end", self.topic);
@@ -368,7 +373,11 @@ impl Collector {
                     push(&mut self.records, &m);
                 }
                 Some(Err(KafkaError::PartitionEOF(p))) => {
-                    at_end.insert(p);
+                    let position = self.consumer.position().unwrap();
+                    let offset = position.find_partition(&self.topic, p).and_then(|e| e.offset().to_raw());
+                    if offset.unwrap_or(0) >= ends.get(&p).copied().unwrap_or(0) {
+                        at_end.insert(p);
+                    }
                 }
                 Some(Err(e)) => eprintln!("collector {}: {e}", self.topic),
                 None => {}
