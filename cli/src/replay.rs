@@ -5,13 +5,14 @@ use std::path::PathBuf;
 
 use clap::Args;
 use vigil::state::StateConfig;
-use vigil_replay::{Baseline, ReplayConfig, DIFF_FILE, REPORT_FILE, SUMMARY_FILE};
+use vigil_replay::{Baseline, ReplayConfig, ReplayInput, DIFF_FILE, REPORT_FILE, SUMMARY_FILE};
 
 use crate::Failure;
 
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
-    /// JSON Lines of activity events and signals, plain or gzip.
+    /// Activity events and signals: JSON Lines (plain or gzip) or an Avro
+    /// object container file (told by its first bytes).
     #[arg(long, value_name = "FILE")]
     input: PathBuf,
     /// The candidate ruleset folder (default: the shipped ruleset).
@@ -45,7 +46,7 @@ pub fn run(args: ReplayArgs) -> Result<(), Failure> {
         return Err(Failure::Input("`--workers` must be at least 1".into()));
     }
     let config = ReplayConfig {
-        input: args.input,
+        input: ReplayInput::File(args.input),
         candidate,
         baseline,
         out: args.out.clone(),

@@ -16,7 +16,7 @@ use std::time::Instant;
 use vigil::rules::RulesetSource;
 use vigil::state::StateConfig;
 use vigil::workload::{generate, WorkloadSpec};
-use vigil_replay::{replay, Baseline, ReplayConfig};
+use vigil_replay::{replay, Baseline, ReplayConfig, ReplayInput};
 
 const EXTRA_RULE: &str = "// id: large_partner_post\n// kinds: network_egress\n\nif event.tool == \"http.post\" && event.bytes > 150000 { return finding(35); }\n()\n";
 
@@ -71,7 +71,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let candidate = RulesetSource::from_texts(&shipped, Some(&config_text), texts)?;
     let out = dir.join(format!("replay-throughput-{workers}"));
     let config = ReplayConfig {
-        input: input.clone(),
+        input: ReplayInput::File(input.clone()),
         candidate,
         baseline: Baseline::Rules(baseline),
         out,

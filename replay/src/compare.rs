@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 use vigil::event::Timestamp;
 use vigil::verdict::{ControlCommand, Decision};
 
-use crate::route::RoutingKey;
 use crate::tally::{verdict_index, ChangedDecision, CommandKey, Tally, EXAMPLES_PER_TRANSITION};
 
 /// Which side of the comparison a decision or command came from.
@@ -31,11 +30,11 @@ fn rule_set(d: &Decision) -> BTreeSet<&str> {
 }
 
 /// Compares two decisions on the same event; returns the diff line when the
-/// verdict changed. `payload` is the input record, read only for the tool.
+/// verdict changed. `tool` is the event's, which a decision does not carry.
 pub fn decisions(
     tally: &mut Tally,
     line: i64,
-    payload: &[u8],
+    tool: Option<&str>,
     before: &Decision,
     after: &Decision,
 ) -> Option<ChangedDecision> {
@@ -67,7 +66,7 @@ pub fn decisions(
         tally.reasons_changed += 1;
         return None;
     }
-    let tool = RoutingKey::parse(payload).and_then(|k| k.tool.map(|t| t.into_owned()));
+    let tool = tool.map(str::to_owned);
     *tally.by_agent.entry((after.tenant.clone(), after.agent_id.clone())).or_default() += 1;
     *tally.by_tenant.entry(after.tenant.clone()).or_default() += 1;
     *tally.by_tool.entry(tool.clone().unwrap_or_else(|| "(none)".to_owned())).or_default() += 1;

@@ -5,8 +5,9 @@
 //!
 //! The layout follows the data:
 //!
-//! - [`input`] streams JSON Lines (plain or gzip) and hashes what it reads;
-//! - [`route`] spreads records over workers by `(tenant, agent_id)`;
+//! - [`input`] streams and decodes JSON Lines (plain or gzip) or Avro object
+//!   container files, and hashes what it reads;
+//! - [`route`] spreads decoded records over workers by `(tenant, agent_id)`;
 //! - [`worker`] runs the pipelines and compares, with [`compare`], into a [`tally`];
 //! - [`baseline`] joins recorded decisions to the input;
 //! - [`diff_file`], [`summary`] and [`report`] write `diff.jsonl`,
@@ -31,14 +32,16 @@ use std::sync::mpsc::{sync_channel, SyncSender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use vigil::event::Input;
 use vigil::rules::{RuleHost, RulesetError, RulesetSource};
-use vigil::source::{Record, Source, SourceError};
+use vigil::source::SourceError;
 use vigil::state::StateConfig;
 
 pub use baseline::Baseline;
 use baseline::RecordedJoin;
 use progress::ProgressBar;
-use route::{Route, Router, RoutingKey};
+use input::ReplaySource;
+use route::{RecordIds, Route, Router};
 use summary::{BaselineFacts, RunFacts, Summary};
 use tally::Tally;
 use worker::{Job, WorkerSpec};
@@ -64,17 +67,41 @@ pub enum ReplayError {
     Ruleset(#[from] RulesetError),
     #[error(transparent)]
     Source(#[from] SourceError),
+    #[error("{0}")]
+    Input(String),
     #[error("cannot encode output: {0}")]
     Encode(String),
     #[error("replay worker {0} stopped unexpectedly")]
     Worker(usize),
 }
 
+/// The recorded activity to replay.
+#[derive(Debug, Clone)]
+pub enum ReplayInput {
+    /// JSON Lines of activity events and signals (plain or gzip), or an Avro
+    /// object container file of them, told apart by the file's first bytes.
+    File(PathBuf),
+}
+
+impl ReplayInput {
+    /// How the input is named in the report.
+    pub fn describe(&self) -> String {
+        match self {
+            ReplayInput::File(path) => path.display().to_string(),
+        }
+    }
+
+    fn open(&self) -> Result<Box<dyn ReplaySource>, ReplayError> {
+        match self {
+            ReplayInput::File(path) => input::open_file(path),
+        }
+    }
+}
+
 /// One replay: what to read, what to compare, where to write.
 #[derive(Debug, Clone)]
 pub struct ReplayConfig {
-    /// JSON Lines of activity events and signals, plain or gzip.
-    pub input: PathBuf,
+    pub input: ReplayInput,
     pub candidate: RulesetSource,
     pub baseline: Baseline,
     pub out: PathBuf,
@@ -106,7 +133,6 @@ impl Workers {
             let (tx, rx) = sync_channel(QUEUE);
             let part = config.out.join(format!(".diff.part-{i}"));
             let spec = WorkerSpec {
-                source_name: config.input.display().to_string(),
                 candidate: config.candidate.clone(),
                 baseline: baseline_rules.cloned(),
                 state: config.state.clone(),
@@ -169,38 +195,43 @@ pub fn replay(config: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
     };
     std::fs::create_dir_all(&config.out)
         .map_err(|error| ReplayError::Write { path: config.out.display().to_string(), error })?;
-    let mut input = input::open_jsonl(&config.input)?;
+    let mut input = config.input.open()?;
     let mut workers = Workers::spawn(config, baseline_rules)?;
     let mut router = Router::new(workers.senders.len());
     let mut bar = ProgressBar::new(config.progress);
-    let mut record = Record::default();
     let mut n: u64 = 0;
-    'read: while input.source.next_into(&mut record)? {
-        n += 1;
+    'read: loop {
         if n.is_multiple_of(4096) {
-            bar.update(input.progress.read.get(), input.progress.total, n);
+            let (done, total) = input.progress();
+            bar.update(done, total, n);
         }
-        let key = RoutingKey::parse(&record.payload);
-        let recorded = match (&mut join, &key) {
-            (Some(join), Some(key)) if key.signal_id.is_none() => match key.event_id.as_deref() {
-                Some(id) => join.take(id)?,
-                None => None,
+        let Some(item) = input.next()? else { break };
+        n += 1;
+        let recorded = match &mut join {
+            Some(join) => match &item.decoded {
+                Ok(Input::Activity(event)) => join.take(&event.event_id)?,
+                Ok(Input::Signal(_)) => None,
+                // A live run sends it to the DLQ, but a recorded decision for
+                // it (from another engine version) still meets its record.
+                Err(_) => match RecordIds::parse(item.payload) {
+                    Some(RecordIds { event_id: Some(id), signal_id: None }) => join.take(&id)?,
+                    _ => None,
+                },
             },
-            _ => None,
+            None => None,
         };
-        let route = router.route(key.as_ref());
-        drop(key);
-        let line = record.origin.offset;
+        let route = router.route(&item.decoded);
+        let line = item.position;
         match route {
             Route::One(i) => {
-                let job = Job { line, payload: std::mem::take(&mut record.payload), recorded, counted: true };
+                let job = Job { line, input: item.decoded, recorded, counted: true };
                 if !workers.push(i, job) {
                     break 'read;
                 }
             }
             Route::Every => {
                 for i in 0..workers.senders.len() {
-                    let job = Job { line, payload: record.payload.clone(), recorded: None, counted: i == 0 };
+                    let job = Job { line, input: item.decoded.clone(), recorded: None, counted: i == 0 };
                     if !workers.push(i, job) {
                         break 'read;
                     }
@@ -223,14 +254,15 @@ pub fn replay(config: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
             version: baseline_rules.map(|r| r.version.clone()).unwrap_or_default(),
         },
     };
-    let facts = RunFacts { input_sha256: input.digest.hex(), candidate_version, baseline };
+    let facts = RunFacts { input_sha256: input.digest(), candidate_version, baseline };
     let summary = summary::build(&tally, &facts);
     let mut json = serde_json::to_vec_pretty(&summary).map_err(|e| ReplayError::Encode(e.to_string()))?;
     json.push(b'\n');
     write_file(&config.out.join(SUMMARY_FILE), &json)?;
     diff_file::merge(&parts, &config.out.join(DIFF_FILE))?;
     let elapsed = started.elapsed();
-    let context = report::Context { input: &config.input, elapsed, workers: config.workers.max(1) };
+    let described = config.input.describe();
+    let context = report::Context { input: &described, elapsed, workers: config.workers.max(1) };
     write_file(&config.out.join(REPORT_FILE), report::html(&summary, &context).as_bytes())?;
     Ok(ReplayOutcome { summary, elapsed })
 }

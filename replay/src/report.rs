@@ -4,7 +4,6 @@
 mod svg;
 
 use std::fmt::Write as _;
-use std::path::Path;
 use std::time::Duration;
 
 use vigil::verdict::{Reason, Verdict};
@@ -14,7 +13,7 @@ use crate::summary::{CommandRow, CountRow, Summary};
 /// What the page shows besides the summary.
 #[derive(Debug, Clone)]
 pub struct Context<'a> {
-    pub input: &'a Path,
+    pub input: &'a str,
     pub elapsed: Duration,
     pub workers: usize,
 }
@@ -169,7 +168,7 @@ pub fn html(summary: &Summary, context: &Context<'_>) -> String {
     let _ = write!(
         html,
         r#"<h1>Vigil replay</h1><div class="sub">input {} ({}) · candidate {} · baseline {} {} · run {} · {} worker(s), {:.1} s</div>"#,
-        escape(&context.input.display().to_string()),
+        escape(context.input),
         escape(&summary.input.sha256),
         escape(&summary.candidate.rulesets.join(", ")),
         summary.baseline.kind,

@@ -12,45 +12,25 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde::Deserialize;
+use vigil::decode::DecodeError;
+use vigil::event::{Input, SignalKind};
 use xxhash_rust::xxh3::Xxh3;
 
-/// The few fields routing needs, borrowed from the record where possible.
+/// The ids of a record that did not decode, read where it is still JSON so
+/// a recorded decision for it can be joined.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct RoutingKey<'a> {
+pub struct RecordIds<'a> {
     #[serde(borrow)]
     pub event_id: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub signal_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub tenant: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub agent_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub kind: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub tool: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub credential_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub credential: Option<CredentialKey<'a>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct CredentialKey<'a> {
-    #[serde(borrow)]
-    pub id: Option<Cow<'a, str>>,
-}
-
-impl<'a> RoutingKey<'a> {
-    /// `None` when the record is not a JSON object (it will be a dead letter).
-    pub fn parse(payload: &'a [u8]) -> Option<RoutingKey<'a>> {
+impl<'a> RecordIds<'a> {
+    /// `None` when the record is not a JSON object.
+    pub fn parse(payload: &'a [u8]) -> Option<RecordIds<'a>> {
         serde_json::from_slice(payload).ok()
-    }
-
-    pub fn tenant(&self) -> &str {
-        self.tenant.as_deref().unwrap_or("default")
     }
 }
 
@@ -85,61 +65,73 @@ impl Router {
         (hash_pair(tenant, agent) % self.workers as u64) as usize
     }
 
-    /// The route of a record; records that are not JSON go to worker 0,
-    /// which turns them into dead letters.
-    pub fn route(&mut self, key: Option<&RoutingKey<'_>>) -> Route {
-        let Some(key) = key else { return Route::One(0) };
+    /// The route of a record; records that did not decode go to worker 0,
+    /// which counts them as dead letters.
+    pub fn route(&mut self, decoded: &Result<Input, DecodeError>) -> Route {
         if self.workers == 1 {
             return Route::One(0);
         }
-        let tenant = key.tenant();
-        let agent = key.agent_id.as_deref().unwrap_or_default();
-        if key.signal_id.is_none() {
-            let worker = self.agent_worker(tenant, agent);
-            if let Some(id) = key.credential.as_ref().and_then(|c| c.id.as_deref()) {
-                self.credential_worker.entry(hash_pair(tenant, id)).or_insert(worker as u16);
+        match decoded {
+            Err(_) => Route::One(0),
+            Ok(Input::Activity(event)) => {
+                let worker = self.agent_worker(&event.tenant, &event.agent_id);
+                if let Some(credential) = &event.credential {
+                    self.credential_worker.entry(hash_pair(&event.tenant, &credential.id)).or_insert(worker as u16);
+                }
+                Route::One(worker)
             }
-            return Route::One(worker);
-        }
-        match key.kind.as_deref() {
-            Some("credential_leaked") => {
-                let by_credential = key
-                    .credential_id
-                    .as_deref()
-                    .and_then(|id| self.credential_worker.get(&hash_pair(tenant, id)).copied());
-                Route::One(by_credential.map_or_else(|| self.agent_worker(tenant, agent), usize::from))
+            Ok(Input::Signal(signal)) => {
+                let tenant = &signal.tenant;
+                let agent = signal.agent_id.as_deref().unwrap_or_default();
+                match signal.kind {
+                    SignalKind::CredentialLeaked => {
+                        let by_credential = signal
+                            .credential_id
+                            .as_deref()
+                            .and_then(|id| self.credential_worker.get(&hash_pair(tenant, id)).copied());
+                        Route::One(by_credential.map_or_else(|| self.agent_worker(tenant, agent), usize::from))
+                    }
+                    SignalKind::AgentQuarantine | SignalKind::AgentRelease => Route::One(self.agent_worker(tenant, agent)),
+                    _ => Route::Every,
+                }
             }
-            Some("agent_quarantine" | "agent_release") => Route::One(self.agent_worker(tenant, agent)),
-            _ => Route::Every,
         }
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     fn route(router: &mut Router, text: &str) -> Route {
-        let key = RoutingKey::parse(text.as_bytes());
-        router.route(key.as_ref())
+        router.route(&vigil::decode::decode_json(text.as_bytes()))
     }
+
+    const ACT: &str = r#""time":"2026-11-28T09:00:00Z","workload_id":"spiffe://acme.example/a","kind":"tool_call""#;
 
     #[test]
     fn an_agent_always_goes_to_the_same_worker() {
         let mut router = Router::new(2);
-        let a = route(&mut router, r#"{"tenant":"acme","agent_id":"a1","event_id":"1"}"#);
-        let b = route(&mut router, r#"{"agent_id":"a1","tenant":"acme","event_id":"2","tool":"x"}"#);
+        let a = route(&mut router, &format!(r#"{{"tenant":"acme","agent_id":"a1","event_id":"1",{ACT}}}"#));
+        let b = route(&mut router, &format!(r#"{{"agent_id":"a1","tenant":"acme","event_id":"2","tool":"x",{ACT}}}"#));
         assert_eq!(a, b);
+        assert!(matches!(a, Route::One(_)));
     }
 
     #[test]
     fn a_leak_follows_its_credential() {
         let mut router = Router::new(2);
-        let issued = r#"{"tenant":"acme","agent_id":"a7","kind":"credential_issued","credential":{"id":"c1"}}"#;
+        // Agents whose own worker differs from a7's, so following the
+        // credential is what sends the leak to a7's worker.
+        let issued = r#"{"event_id":"1","tenant":"acme","agent_id":"a7","time":"2026-11-28T09:00:00Z","workload_id":"spiffe://acme.example/a","kind":"credential_issued","credential":{"id":"c1"}}"#;
         let worker = route(&mut router, issued);
-        let leak = r#"{"signal_id":"s1","tenant":"acme","kind":"credential_leaked","credential_id":"c1"}"#;
-        assert_eq!(route(&mut router, leak), worker);
-        let intel = r#"{"signal_id":"s2","kind":"threat_intel","target":"evil.example"}"#;
+        let other = (0..50).map(|i| format!("b{i}")).find(|a| Route::One(router.agent_worker("acme", a)) != worker).unwrap();
+        let leak = format!(
+            r#"{{"signal_id":"s1","time":"2026-11-28T09:00:00Z","tenant":"acme","kind":"credential_leaked","severity":"high","credential_id":"c1","agent_id":"{other}"}}"#
+        );
+        assert_eq!(route(&mut router, &leak), worker);
+        let intel = r#"{"signal_id":"s2","time":"2026-11-28T09:00:00Z","kind":"threat_intel","severity":"high","target":"evil.example"}"#;
         assert_eq!(route(&mut router, intel), Route::Every);
         assert_eq!(route(&mut router, "{not json"), Route::One(0));
     }

@@ -1,18 +1,22 @@
 //! One replay worker: its own pipelines (a `Pipeline` holds `Rc` state and a
-//! Rhai engine, so it is built on the thread that uses it), fed raw records
-//! over a bounded channel.
+//! Rhai engine, so it is built on the thread that uses it), fed decoded
+//! records over a bounded channel.
 //!
-//! Each record goes through `Pipeline::process` exactly as `pipeline::run`
-//! feeds it, once per ruleset, so the decisions are the live engine's.
+//! The reader decodes each record once with the engine's decoders; here it
+//! goes through `Pipeline::step` once per ruleset, which is what
+//! `Pipeline::process` does after decoding, so the decisions are the live
+//! engine's. A record that did not decode is a dead letter, as it would be
+//! in a live run.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::mpsc::Receiver;
 
+use vigil::decode::DecodeError;
+use vigil::event::Input;
 use vigil::pipeline::{Outputs, Pipeline};
 use vigil::rules::{RuleHost, RulesetSource};
-use vigil::source::{Origin, Record};
 use vigil::state::StateConfig;
 use vigil::verdict::Decision;
 
@@ -21,11 +25,12 @@ use crate::tally::{verdict_index, Tally};
 use crate::ReplayError;
 
 /// One input record on its way to a worker.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Job {
-    /// The record's line in the input: its position in every output.
+    /// The record's position in the input (its line in a JSON Lines file):
+    /// its position in every output.
     pub line: i64,
-    pub payload: Vec<u8>,
+    pub input: Result<Input, DecodeError>,
     /// The recorded decision for this record's event, when comparing with one.
     pub recorded: Option<Vec<u8>>,
     /// Whether this worker counts the record (a signal sent to every worker
@@ -35,7 +40,6 @@ pub struct Job {
 
 #[derive(Debug)]
 pub struct WorkerSpec {
-    pub source_name: String,
     pub candidate: RulesetSource,
     /// `None` when the baseline is recorded decisions.
     pub baseline: Option<RulesetSource>,
@@ -58,27 +62,41 @@ pub fn run(spec: WorkerSpec, jobs: Receiver<Vec<Job>>) -> Result<Tally, ReplayEr
     let file = File::create(&spec.diff_part).map_err(write_error(&spec.diff_part))?;
     let mut diff = BufWriter::with_capacity(1 << 16, file);
     let mut tally = Tally::default();
-    let mut record = Record { payload: Vec::new(), origin: Origin { source: spec.source_name, partition: 0, offset: 0 } };
     let (mut after, mut before) = (Outputs::default(), Outputs::default());
     for batch in jobs {
         for job in batch {
-            record.payload = job.payload;
-            record.origin.offset = job.line;
             after.clear();
-            candidate.process(&record, &mut after);
+            before.clear();
             if job.counted {
                 tally.records += 1;
-                for letter in &after.dead_letters {
-                    *tally.dead_letters.entry(letter.error.label().to_owned()).or_default() += 1;
+            }
+            let mut tool = None;
+            match job.input {
+                Ok(input) => {
+                    if let Input::Activity(event) = &input {
+                        tool.clone_from(&event.tool);
+                    }
+                    if job.counted {
+                        let is_event = matches!(input, Input::Activity(_));
+                        tally.events += u64::from(is_event);
+                        tally.signals += u64::from(!is_event);
+                    }
+                    match baseline.as_mut() {
+                        Some(pipeline) => {
+                            candidate.step(input.clone(), &mut after);
+                            pipeline.step(input, &mut before);
+                        }
+                        None => candidate.step(input, &mut after),
+                    }
                 }
-                tally.events += after.decisions.len() as u64;
-                tally.signals += u64::from(after.dead_letters.is_empty() && after.decisions.is_empty());
+                Err(error) if job.counted => {
+                    *tally.dead_letters.entry(error.label().to_owned()).or_default() += 1;
+                }
+                Err(_) => {}
             }
             let recorded;
             let before_decision: Option<&Decision> = match baseline.as_mut() {
-                Some(pipeline) => {
-                    before.clear();
-                    pipeline.process(&record, &mut before);
+                Some(_) => {
                     compare::commands(&mut tally, &before.commands, &after.commands);
                     before.decisions.first()
                 }
@@ -107,7 +125,7 @@ pub fn run(spec: WorkerSpec, jobs: Receiver<Vec<Job>>) -> Result<Tally, ReplayEr
             }
             match (before_decision, after.decisions.first()) {
                 (Some(b), Some(a)) => {
-                    if let Some(changed) = compare::decisions(&mut tally, job.line, &record.payload, b, a) {
+                    if let Some(changed) = compare::decisions(&mut tally, job.line, tool.as_deref(), b, a) {
                         write!(diff, "{}\t", job.line).map_err(write_error(&spec.diff_part))?;
                         serde_json::to_writer(&mut diff, &changed)
                             .map_err(|e| ReplayError::Encode(e.to_string()))?;

@@ -16,7 +16,7 @@ use vigil::source::Origin;
 use vigil::state::StateConfig;
 use vigil::verdict::{Decision, Verdict};
 use vigil::workload::{generate, WorkloadSpec};
-use vigil_replay::{replay, Baseline, ReplayConfig, DIFF_FILE, REPORT_FILE, SUMMARY_FILE};
+use vigil_replay::{replay, Baseline, ReplayConfig, ReplayInput, DIFF_FILE, REPORT_FILE, SUMMARY_FILE};
 
 const NEW_RULE_ID: &str = "large_partner_post";
 const NEW_RULE: &str = r#"// id: large_partner_post
@@ -60,7 +60,7 @@ fn workload(dir: &Path) -> PathBuf {
 
 fn config(input: &Path, candidate: &Path, baseline: Baseline, out: &Path, workers: usize) -> ReplayConfig {
     ReplayConfig {
-        input: input.to_path_buf(),
+        input: ReplayInput::File(input.to_path_buf()),
         candidate: RulesetSource::load(candidate).unwrap(),
         baseline,
         out: out.to_path_buf(),
@@ -284,4 +284,81 @@ fn the_report_is_self_contained_and_renders() {
     let image = std::fs::read(&png).unwrap();
     assert_eq!(png_size(&image), Some((1280, 2000)));
     assert!(image.len() > 50_000, "a screenshot of charts and tables is not tiny: {} bytes", image.len());
+}
+
+/// The same records as JSON Lines and as an Avro object container file under
+/// a union of the shipped activity and signal schemas. Lines that are not
+/// JSON objects (the workload's one broken record) have no Avro form and are
+/// left out of both.
+fn jsonl_and_ocf(dir: &Path, codec: apache_avro::Codec, name: &str) -> (PathBuf, PathBuf) {
+    use apache_avro::types::Value;
+    use vigil::decode::avro::{ACTIVITY_EVENT_AVSC, SIGNAL_AVSC};
+    let union = apache_avro::Schema::parse_str(&format!("[{ACTIVITY_EVENT_AVSC},{SIGNAL_AVSC}]")).unwrap();
+    let branches =
+        [apache_avro::Schema::parse_str(ACTIVITY_EVENT_AVSC).unwrap(), apache_avro::Schema::parse_str(SIGNAL_AVSC).unwrap()];
+    let text = std::fs::read_to_string(workload(dir)).unwrap();
+    let records: Vec<serde_json::Value> =
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).filter(serde_json::Value::is_object).collect();
+    assert!(records.len() + 1 == text.lines().count(), "only the broken line is left out");
+    let jsonl = dir.join(format!("{name}.jsonl"));
+    let lines: Vec<String> = records.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(&jsonl, lines.concat()).unwrap();
+    let ocf = dir.join(format!("{name}.avro"));
+    let mut writer = apache_avro::Writer::with_codec(&union, std::fs::File::create(&ocf).unwrap(), codec);
+    for record in records {
+        let branch = usize::from(record.get("signal_id").is_some());
+        let value = Value::from(record).resolve(&branches[branch]).unwrap();
+        writer.append(Value::Union(branch as u32, Box::new(value))).unwrap();
+    }
+    writer.into_inner().unwrap();
+    (jsonl, ocf)
+}
+
+#[test]
+fn avro_container_input_replays_like_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let deflate = apache_avro::Codec::Deflate(apache_avro::DeflateSettings::default());
+    let (jsonl, ocf) = jsonl_and_ocf(dir.path(), deflate, "deflate");
+    // Detected by the container magic, not by the name.
+    let disguised = dir.path().join("activity.jsonl");
+    std::fs::copy(&ocf, &disguised).unwrap();
+    let candidate = candidate_dir(dir.path());
+    let (json_out, ocf_out) = (dir.path().join("json"), dir.path().join("ocf"));
+    replay(&config(&jsonl, &candidate, shipped_baseline(), &json_out, 2)).unwrap();
+    replay(&config(&disguised, &candidate, shipped_baseline(), &ocf_out, 2)).unwrap();
+    assert!(bytes(&json_out, DIFF_FILE) == bytes(&ocf_out, DIFF_FILE), "diff.jsonl differs");
+    assert!(!diff_lines(&json_out).is_empty());
+    let (a, b) = (summary(&json_out), summary(&ocf_out));
+    assert!(a["input"]["records"].as_u64().unwrap() > 500);
+    assert_eq!(a["input"]["dead_letters"], b["input"]["dead_letters"]);
+    assert!(a["input"]["dead_letters"].as_object().is_some_and(|d| !d.is_empty()), "invalid events stay dead letters");
+    for key in ["changed", "compared", "transitions", "matrix", "rules", "examples", "timeline", "commands", "candidate"] {
+        assert_eq!(a[key], b[key], "{key}");
+    }
+    assert_eq!((&a["input"]["records"], &a["input"]["events"]), (&b["input"]["records"], &b["input"]["events"]));
+
+    // The digest covers the decoded datums: another codec and sync marker,
+    // the same run hash.
+    let plain = dir.path().join("plain");
+    std::fs::create_dir_all(&plain).unwrap();
+    let (_, ocf_null) = jsonl_and_ocf(&plain, apache_avro::Codec::Null, "null");
+    assert!(std::fs::read(&ocf_null).unwrap() != std::fs::read(&ocf).unwrap());
+    let null_out = dir.path().join("ocf-null");
+    replay(&config(&ocf_null, &candidate, shipped_baseline(), &null_out, 1)).unwrap();
+    assert_eq!(summary(&null_out)["run_hash"], b["run_hash"]);
+    assert!(bytes(&null_out, DIFF_FILE) == bytes(&ocf_out, DIFF_FILE));
+}
+
+#[test]
+fn a_corrupt_avro_container_is_refused_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, ocf) = jsonl_and_ocf(dir.path(), apache_avro::Codec::Null, "events");
+    let mut damaged = std::fs::read(&ocf).unwrap();
+    let len = damaged.len();
+    damaged.truncate(len - 40);
+    let cut = dir.path().join("cut.avro");
+    std::fs::write(&cut, damaged).unwrap();
+    let candidate = candidate_dir(dir.path());
+    let err = replay(&config(&cut, &candidate, shipped_baseline(), &dir.path().join("out"), 1)).unwrap_err();
+    assert!(err.to_string().contains("cut.avro"), "{err}");
 }

@@ -22,7 +22,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use super::{DecodeError, RawRecord};
-use crate::event::Timestamp;
+use crate::event::{Input, Timestamp};
 use crate::verdict::{ControlCommand, Decision, Mode, RuleFault, Verdict};
 
 pub const ACTIVITY_EVENT_AVSC: &str = include_str!("../../../schemas/activity_event.avsc");
@@ -58,7 +58,7 @@ const MAX_REGISTRY_RESPONSE: u64 = 4 * 1024 * 1024;
 /// ten-byte record claiming 500 million items asks for gigabytes and aborts
 /// the process where that much memory is not there. No event needs a string
 /// or an array near this size.
-const MAX_AVRO_ALLOCATION: usize = 16 * 1024 * 1024;
+pub const MAX_AVRO_ALLOCATION: usize = 16 * 1024 * 1024;
 
 /// The shipped id map, for [`AvroDecoder::from_schema_dir`] on a copy of
 /// `schemas/`: 1 = activity_event, 2 = signal, 3 = decision, 4 = control_command.
@@ -200,8 +200,7 @@ impl AvroDecoder {
         if left > 0 {
             return Err(DecodeError::Avro(format!("{left} trailing bytes after the datum of schema {id}")));
         }
-        let value = optional_fields(value);
-        apache_avro::from_value::<RawRecord>(&value)
+        raw_fields(value)
             .map_err(|e| DecodeError::Avro(format!("schema {id} is not an event or signal: {}", lower_first(&e))))
     }
 
@@ -276,6 +275,20 @@ impl Registry {
         }
         Schema::parse_str(&reply.schema).map_err(|e| failure(format!("invalid schema: {}", lower_first(&e))))
     }
+}
+
+/// Validates a datum already decoded with its writer's schema, as
+/// [`AvroDecoder::decode`] does after reading a wire-format record; for
+/// containers that carry the schema themselves (object container files).
+/// Set apache-avro's allocation cap to [`MAX_AVRO_ALLOCATION`] before reading.
+pub fn decode_value(value: Value) -> Result<Input, DecodeError> {
+    raw_fields(value)
+        .map_err(|e| DecodeError::Avro(format!("datum is not an event or signal: {}", lower_first(&e))))?
+        .validate()
+}
+
+fn raw_fields(value: Value) -> Result<RawRecord, apache_avro::Error> {
+    apache_avro::from_value::<RawRecord>(&optional_fields(value))
 }
 
 /// The datum being decoded, remembering whether the decoder asked for bytes
