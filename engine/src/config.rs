@@ -66,9 +66,9 @@ pub struct Topics {
     pub alerts: String,
     pub control: String,
     pub dlq: String,
-}
     /// Decisions of a candidate ruleset in shadow (`mode: shadow`).
     pub shadow: String,
+}
 
 impl Default for Topics {
     fn default() -> Self {
@@ -79,8 +79,8 @@ impl Default for Topics {
             alerts: "vigil.alerts".into(),
             control: "vigil.control".into(),
             dlq: "vigil.dlq".into(),
-        }
             shadow: "vigil.shadow".into(),
+        }
     }
 }
 
@@ -95,8 +95,8 @@ impl Topics {
             alerts: format!("{prefix}.alerts"),
             control: format!("{prefix}.control"),
             dlq: format!("{prefix}.dlq"),
-        }
             shadow: format!("{prefix}.shadow"),
+        }
     }
 
     /// Every topic with the role it plays, inputs first.
@@ -108,8 +108,8 @@ impl Topics {
             ("alerts", &self.alerts),
             ("control", &self.control),
             ("dlq", &self.dlq),
-        ]
             ("shadow", &self.shadow),
+        ]
     }
 }
 

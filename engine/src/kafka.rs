@@ -184,12 +184,12 @@ pub fn total(reports: &[WorkerReport]) -> Stats {
         for (k, v) in &s.rule_faults {
             *total.rule_faults.entry(k.clone()).or_default() += v;
         }
-    }
-    total
-}
         for (k, v) in &s.shadow_transitions {
             *total.shadow_transitions.entry(*k).or_default() += v;
         }
         for (k, v) in &s.shadow_rules {
             *total.shadow_rules.entry(k.clone()).or_default() += v;
         }
+    }
+    total
+}

@@ -18,8 +18,8 @@
 pub mod caep;
 pub mod checkpoint;
 pub mod config;
-pub mod decide;
 pub mod control;
+pub mod decide;
 pub mod decode;
 pub mod event;
 pub mod kafka;

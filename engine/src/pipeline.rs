@@ -136,10 +136,10 @@ pub struct Pipeline {
     shadow_eval: Evaluation,
     /// The enforcing ruleset's folder, watched for hot reload.
     watch: Option<RuleWatch>,
-    pub stats: Stats,
-}
     /// Rules published for every worker, and the generation running here.
     board: Option<(Arc<RuleBoard>, u64)>,
+    pub stats: Stats,
+}
 
 impl Pipeline {
     pub fn new(rules: RuleHost, state: StateConfig) -> Pipeline {
@@ -153,10 +153,10 @@ impl Pipeline {
             shadow: None,
             shadow_eval: Evaluation::default(),
             watch: None,
+            board: None,
             stats: Stats::default(),
         }
     }
-            board: None,
 
     /// Runs `candidate` beside the enforcing rules: its decisions come out as
     /// `shadow_decisions` with `mode: shadow` and never produce commands.
@@ -171,9 +171,6 @@ impl Pipeline {
         self
     }
 
-    pub fn shadow_rules(&self) -> Option<&RuleHost> {
-        self.shadow.as_ref()
-    }
     /// Follows `board` from `generation` on (what this pipeline was built
     /// with): a newer publication is swapped in between two records.
     pub fn with_board(mut self, board: Arc<RuleBoard>, generation: u64) -> Pipeline {
@@ -181,6 +178,9 @@ impl Pipeline {
         self
     }
 
+    pub fn shadow_rules(&self) -> Option<&RuleHost> {
+        self.shadow.as_ref()
+    }
 
     /// The candidate becomes the enforcing ruleset from the next event on.
     pub fn promote_shadow(&mut self) -> bool {
@@ -201,14 +201,14 @@ impl Pipeline {
     /// Between two records: swaps in a changed ruleset that compiles and
     /// passes its cases, or logs why it was refused.
     pub fn reload_rules_if_changed(&mut self) {
-        let Some(watch) = self.watch.as_mut() else { return };
-        match watch.check(self.rules.version()) {
-            None => {}
         if let Some((board, seen)) = &self.board {
             if board.generation() != *seen {
                 self.follow_board();
             }
         }
+        let Some(watch) = self.watch.as_mut() else { return };
+        match watch.check(self.rules.version()) {
+            None => {}
             Some(Reload::Swapped(host)) => {
                 self.stats.rule_swaps += 1;
                 let old = self.replace_rules(*host);
@@ -221,9 +221,6 @@ impl Pipeline {
         }
     }
 
-    pub fn with_mode(mut self, mode: Mode) -> Pipeline {
-        self.mode = mode;
-        self
     /// Compiles what the board publishes, where it differs from what runs.
     /// The board only takes rulesets that compiled, so a failure here is
     /// not expected; it is logged and the running rules stay.
@@ -258,6 +255,9 @@ impl Pipeline {
         }
     }
 
+    pub fn with_mode(mut self, mode: Mode) -> Pipeline {
+        self.mode = mode;
+        self
     }
 
     pub fn with_avro(mut self, avro: AvroDecoder) -> Pipeline {

@@ -33,8 +33,6 @@ use vigil::config::{Delivery, KafkaConfig, Topics};
 use vigil::kafka::admin::block_on;
 use vigil::kafka::{self, Work};
 use vigil::rules::RulesetSource;
-use vigil::state::StateConfig;
-use vigil::verdict::Mode;
 use vigil::workload::{generate, WorkloadSpec};
 
 type Failure = Box<dyn std::error::Error>;

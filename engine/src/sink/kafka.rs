@@ -69,9 +69,9 @@ impl KafkaSink {
             alerts: topics.alerts.clone(),
             control: topics.control.clone(),
             dlq: topics.dlq.clone(),
+            shadow: topics.shadow.clone(),
             buf: Vec::with_capacity(1024),
         }
-            shadow: topics.shadow.clone(),
     }
 
     /// The input's trace context, if it had one. Built per output message:
@@ -150,6 +150,9 @@ impl Sink for KafkaSink {
         for command in &out.commands {
             self.send_json(|s| &s.control, &command.agent_id, command)?;
         }
+        for decision in &out.shadow_decisions {
+            self.send_json(|s| &s.shadow, &decision.agent_id, decision)?;
+        }
         for letter in &out.dead_letters {
             self.send_dead_letter(letter)?;
         }
@@ -159,7 +162,4 @@ impl Sink for KafkaSink {
     fn flush(&mut self) -> Result<(), SinkError> {
         self.outbox.commit(&self.activity).map(|_| ()).map_err(sink_error)
     }
-        for decision in &out.shadow_decisions {
-            self.send_json(|s| &s.shadow, &decision.agent_id, decision)?;
-        }
 }
