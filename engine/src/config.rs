@@ -14,6 +14,10 @@
 //! [topics]
 //! activity = "agent.activity"
 //!
+//! [signing]                      # signed control commands
+//! key = "keys/signing-key.pem"
+//! caep_topic = "vigil.caep"
+//!
 //! [properties]                   # any librdkafka property, for every client
 //! "security.protocol" = "SASL_PLAINTEXT"
 //! ```
@@ -142,6 +146,29 @@ pub struct AvroSettings {
     pub ids: BTreeMap<String, String>,
 }
 
+/// Signed control commands (`[signing]`). With a `key`, every value on the
+/// control topic is a compact JWS of the command, and with a `caep_topic`
+/// every command is also written there as a signed CAEP Security Event
+/// Token. Without a key, commands are plain JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Signing {
+    /// The Ed25519 key, PKCS#8 PEM (`vigil keys generate`).
+    pub key: Option<PathBuf>,
+    /// `iss` of the CAEP tokens.
+    pub issuer: String,
+    /// `aud` of the CAEP tokens.
+    pub audience: String,
+    /// Where the CAEP form goes; nowhere when absent.
+    pub caep_topic: Option<String>,
+}
+
+impl Default for Signing {
+    fn default() -> Self {
+        Signing { key: None, issuer: "https://vigil.local".into(), audience: "control-subscribers".into(), caep_topic: None }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
@@ -161,6 +188,7 @@ pub struct KafkaConfig {
     pub topics: Topics,
     pub create_topics: TopicCreation,
     pub avro: AvroSettings,
+    pub signing: Signing,
     /// librdkafka properties for every client (consumers and producers).
     pub properties: BTreeMap<String, String>,
     /// librdkafka properties for the consumers only.
@@ -181,6 +209,7 @@ impl Default for KafkaConfig {
             topics: Topics::default(),
             create_topics: TopicCreation::default(),
             avro: AvroSettings::default(),
+            signing: Signing::default(),
             properties: BTreeMap::new(),
             consumer_properties: BTreeMap::new(),
             producer_properties: BTreeMap::new(),

@@ -50,6 +50,8 @@ pub enum KafkaEngineError {
     Rules(String),
     #[error("avro schemas: {0}")]
     Avro(String),
+    #[error("signing key: {0}")]
+    Signing(String),
     #[error("worker {worker} stopped: {reason}")]
     Worker { worker: usize, reason: String },
 }
@@ -109,6 +111,7 @@ pub fn run(config: &KafkaConfig, work: &Work, shutdown: Arc<AtomicBool>) -> Resu
         }
     }
     avro_decoder(config)?;
+    crate::sign::Signer::from_config(&config.signing).map_err(|e| KafkaEngineError::Signing(e.to_string()))?;
     if config.create_topics.at_startup {
         for (topic, outcome) in create_topics(config)? {
             if outcome == TopicOutcome::Created {

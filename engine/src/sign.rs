@@ -47,6 +47,29 @@ pub enum KeyError {
 }
 
 /// Why a JWS was refused. Every variant means "do not obey this command".
+/// What the Kafka sink signs every control command with (`[signing]`):
+/// the native JWS always, the CAEP token when it has a topic to go to.
+#[derive(Debug)]
+pub struct Signer {
+    pub keys: KeyRing,
+    pub issuer: String,
+    pub audience: String,
+    pub caep_topic: Option<String>,
+}
+
+impl Signer {
+    /// The signer `settings` ask for; `None` when they name no key.
+    pub fn from_config(settings: &crate::config::Signing) -> Result<Option<Signer>, KeyError> {
+        let Some(path) = &settings.key else { return Ok(None) };
+        Ok(Some(Signer {
+            keys: KeyRing::load(path)?,
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
+            caep_topic: settings.caep_topic.clone(),
+        }))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
     #[error("not a compact JWS: expected 3 `.`-separated parts, found {0}")]

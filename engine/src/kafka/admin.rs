@@ -30,7 +30,8 @@ pub fn create_topics(config: &KafkaConfig) -> Result<Vec<(String, TopicOutcome)>
         .create()
         .map_err(|e| KafkaEngineError::Client(format!("admin client: {e}")))?;
     let settings = &config.create_topics;
-    let names: Vec<&str> = config.topics.all().iter().map(|(_, name)| *name).collect();
+    let mut names: Vec<&str> = config.topics.all().iter().map(|(_, name)| *name).collect();
+    names.extend(config.signing.caep_topic.as_deref());
     let topics: Vec<NewTopic<'_>> = names
         .iter()
         .map(|name| NewTopic::new(name, settings.partitions, TopicReplication::Fixed(settings.replication)))

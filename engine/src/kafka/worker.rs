@@ -19,6 +19,7 @@ use super::{avro_decoder, KafkaEngineError, Work, WorkerReport};
 use crate::config::{Delivery, KafkaConfig};
 use crate::pipeline::{self, Pipeline, RunError, Stats};
 use crate::rules::RuleHost;
+use crate::sign::Signer;
 use crate::sink::kafka::KafkaSink;
 use crate::sink::Sink;
 use crate::source::kafka::{BatchLimits, KafkaSource, LastInput};
@@ -161,7 +162,9 @@ impl Clients {
             Rc::clone(&last),
             limits,
         );
-        let sink = KafkaSink::new(Arc::clone(&outbox), Arc::clone(&activity), last, &config.topics);
+        let signer = Signer::from_config(&config.signing).map_err(|e| format!("signing key: {e}"))?;
+        let sink = KafkaSink::new(Arc::clone(&outbox), Arc::clone(&activity), last, &config.topics)
+            .with_signer(signer.map(Arc::new));
         Ok(Clients { index, activity, outbox, source, sink })
     }
 

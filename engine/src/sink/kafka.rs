@@ -2,7 +2,9 @@
 //! letters, each to its topic, keyed by the agent they concern.
 //!
 //! Values are the same JSON as the JSON Lines sink writes, so a subscriber
-//! sees the same bytes whether the engine ran on files or on Kafka. A dead
+//! sees the same bytes whether the engine ran on files or on Kafka. With a
+//! [`Signer`], a control command is instead its compact JWS, and its CAEP
+//! token goes to the CAEP topic if there is one. A dead
 //! letter is the original record (bytes, key and headers) plus headers that
 //! say why and where it came from.
 //!
@@ -21,7 +23,9 @@ use crate::kafka::outbox::{Outbox, OutboxFailure};
 use crate::kafka::rebalance::ActivityConsumer;
 use crate::pipeline::{DeadLetter, Outputs};
 use crate::source::kafka::LastInput;
+use crate::sign::Signer;
 use crate::source::{Origin, Record};
+use crate::verdict::ControlCommand;
 
 /// W3C trace context: carried from an input to everything it produced.
 const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
@@ -41,6 +45,7 @@ pub struct KafkaSink {
     control: String,
     dlq: String,
     shadow: String,
+    signer: Option<Arc<Signer>>,
     buf: Vec<u8>,
 }
 
@@ -70,8 +75,15 @@ impl KafkaSink {
             control: topics.control.clone(),
             dlq: topics.dlq.clone(),
             shadow: topics.shadow.clone(),
+            signer: None,
             buf: Vec::with_capacity(1024),
         }
+    }
+
+    /// Signs every control command with `signer`.
+    pub(crate) fn with_signer(mut self, signer: Option<Arc<Signer>>) -> KafkaSink {
+        self.signer = signer;
+        self
     }
 
     /// The input's trace context, if it had one. Built per output message:
@@ -91,6 +103,28 @@ impl KafkaSink {
         serde_json::to_writer(&mut self.buf, value).map_err(|e| SinkError::Encode(e.to_string()))?;
         let headers = self.last.try_borrow().ok().and_then(|last| KafkaSink::trace_headers(&last));
         self.outbox.send(topic_of(self), Some(key.as_bytes()), &self.buf, headers).map_err(sink_error)
+    }
+
+    fn send_text(&self, topic: &str, key: &str, value: &str) -> Result<(), SinkError> {
+        let headers = self.last.try_borrow().ok().and_then(|last| KafkaSink::trace_headers(&last));
+        self.outbox.send(topic, Some(key.as_bytes()), value.as_bytes(), headers).map_err(sink_error)
+    }
+
+    /// A command as plain JSON, or signed (and in its CAEP form too).
+    fn send_command(&mut self, command: &ControlCommand) -> Result<(), SinkError> {
+        let Some(signer) = self.signer.clone() else {
+            return self.send_json(|s| &s.control, &command.agent_id, command);
+        };
+        self.send_text(&self.control, &command.agent_id, &signer.keys.sign(command))?;
+        if let Some(topic) = &signer.caep_topic {
+            match crate::caep::sign(&signer.keys, command, &signer.issuer, &signer.audience) {
+                Ok(token) => self.send_text(topic, &command.agent_id, &token)?,
+                // Only a command with a malformed time could fail, and the
+                // engine makes none; the native command went out anyway.
+                Err(error) => tracing::error!(command_id = command.command_id, %error, "no CAEP form for this command"),
+            }
+        }
+        Ok(())
     }
 
     fn send_dead_letter(&self, letter: &DeadLetter) -> Result<(), SinkError> {
@@ -148,7 +182,7 @@ impl Sink for KafkaSink {
             self.send_json(|s| &s.alerts, &out.agent_id, alert)?;
         }
         for command in &out.commands {
-            self.send_json(|s| &s.control, &command.agent_id, command)?;
+            self.send_command(command)?;
         }
         for decision in &out.shadow_decisions {
             self.send_json(|s| &s.shadow, &decision.agent_id, decision)?;
