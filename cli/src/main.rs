@@ -2,6 +2,7 @@
 //!
 //! Exit codes: 0 success, 1 a failed check or test, 2 bad usage or input.
 
+mod config_cmd;
 mod demo;
 mod keys;
 mod replay;
@@ -42,6 +43,11 @@ enum Command {
     },
     /// Verify signed control commands (native JWS or CAEP SETs) against a JWK set.
     Verify(verify::VerifyArgs),
+    /// Check a configuration file and print the effective configuration.
+    Config {
+        #[command(subcommand)]
+        command: config_cmd::ConfigCommand,
+    },
     /// Create the Kafka topics Vigil reads and writes.
     Topics {
         #[command(subcommand)]
@@ -78,6 +84,7 @@ fn main() -> ExitCode {
         Command::Topics { command } => topics::run(command),
         Command::Keys { command } => keys::run(command),
         Command::Verify(args) => verify::run(args),
+        Command::Config { command } => config_cmd::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

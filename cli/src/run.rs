@@ -126,10 +126,7 @@ pub fn kafka_config(
     brokers: Option<&String>,
     group: Option<&String>,
 ) -> Result<KafkaConfig, Failure> {
-    let mut kafka = match config {
-        Some(path) => KafkaConfig::load(path)?,
-        None => KafkaConfig::default(),
-    };
+    let mut kafka = KafkaConfig::resolve(config.map(PathBuf::as_path), std::env::vars())?;
     if let Some(brokers) = brokers {
         kafka.brokers.clone_from(brokers);
     }

@@ -101,3 +101,41 @@ fn bad_usage_exits_2() {
     assert_eq!(run.status.code(), Some(2));
     assert!(text(&run.stderr).contains("input.jsonl"));
 }
+
+#[test]
+fn config_check_prints_the_effective_configuration_or_what_is_wrong_and_where() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("{e}"));
+    let file = dir.path().join("vigil.toml");
+    let check = |toml: &str, env: &[(&str, &str)]| {
+        std::fs::write(&file, toml).unwrap_or_else(|e| unreachable!("{e}"));
+        Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args(["config", "check", file.to_str().unwrap_or_default()])
+            .envs(env.iter().copied())
+            .output()
+            .unwrap_or_else(|e| unreachable!("cannot run vigil: {e}"))
+    };
+
+    let ok = check(
+        "brokers = \"kafka:9092\"\n[properties]\n\"sasl.password\" = \"hunter2\"\n",
+        &[("VIGIL_WORKERS", "4"), ("VIGIL_TOPICS__DECISIONS", "soc.decisions")],
+    );
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
+    let printed = text(&ok.stdout);
+    for expected in ["brokers = \"kafka:9092\"", "workers = 4", "decisions = \"soc.decisions\"", "***"] {
+        assert!(printed.contains(expected), "`{expected}` missing from:\n{printed}");
+    }
+    assert!(!printed.contains("hunter2"), "a secret was printed:\n{printed}");
+
+    let unknown = check("brokers = \"kafka:9092\"\ncommit_intervall_ms = 5\n", &[]);
+    assert_eq!(unknown.status.code(), Some(1));
+    let message = text(&unknown.stderr);
+    assert!(message.contains("commit_intervall_ms") && message.contains("line 2"), "{message}");
+
+    let broker = check("brokers = \"kafka\"\n", &[]);
+    assert_eq!(broker.status.code(), Some(1));
+    assert!(text(&broker.stderr).contains("`brokers`: `kafka`"), "{}", text(&broker.stderr));
+
+    let env = check("", &[("VIGIL_SIGNING__KEYFILE", "k.pem")]);
+    assert_eq!(env.status.code(), Some(1));
+    assert!(text(&env.stderr).contains("VIGIL_SIGNING__KEYFILE"), "{}", text(&env.stderr));
+}

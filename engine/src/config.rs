@@ -28,6 +28,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod env;
+
 /// How outputs and consumed offsets are tied together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -225,6 +227,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, error: Box<toml::de::Error> },
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    #[error("environment variable `{variable}`: {error}")]
+    Env { variable: String, error: String },
 }
 
 impl KafkaConfig {
@@ -268,6 +272,12 @@ impl KafkaConfig {
         if self.brokers.trim().is_empty() {
             return invalid("`brokers` is empty".into());
         }
+        for broker in self.brokers.split(',').map(str::trim) {
+            let port = broker.rsplit_once(':').map(|(host, port)| (host.is_empty(), port.parse::<u16>()));
+            if !matches!(port, Some((false, Ok(p))) if p > 0) {
+                return invalid(format!("`brokers`: `{broker}` is not `host:port` with a port from 1 to 65535"));
+            }
+        }
         if self.group_id.trim().is_empty() {
             return invalid("`group_id` is empty".into());
         }
@@ -299,9 +309,105 @@ impl KafkaConfig {
     }
 }
 
+/// librdkafka property names whose values are secrets.
+const SECRET_WORDS: [&str; 3] = ["password", "secret", "ssl.key.pem"];
+
+impl KafkaConfig {
+    /// The file (or the defaults), then the `VIGIL_…` overrides among
+    /// `vars` (see [`env`]), then validation. Errors name the file and
+    /// line, or the variable.
+    pub fn resolve(
+        file: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<KafkaConfig, ConfigError> {
+        let path = file.map(Path::to_path_buf).unwrap_or_default();
+        let text = match file {
+            Some(path) => {
+                std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.to_path_buf(), error })?
+            }
+            None => String::new(),
+        };
+        let parse = |error| ConfigError::Parse { path: path.clone(), error: Box::new(error) };
+        // Parsed twice: as a table to merge into, and typed, so that a
+        // mistake in the file is reported with its line.
+        let mut table: toml::Table = toml::from_str(&text).map_err(parse)?;
+        toml::from_str::<KafkaConfig>(&text).map_err(parse)?;
+        for o in env::overrides(vars) {
+            if let Err(error) = KafkaConfig::deserialize(toml::Value::Table(o.table())) {
+                return Err(ConfigError::Env { variable: o.variable, error: error.to_string() });
+            }
+            o.apply(&mut table);
+        }
+        let config = KafkaConfig::deserialize(toml::Value::Table(table))
+            .map_err(|error| ConfigError::Invalid(error.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The configuration as TOML, with secret librdkafka properties
+    /// replaced by `***`: what `vigil config check` prints.
+    pub fn to_masked_toml(&self) -> String {
+        let mut shown = self.clone();
+        for map in [&mut shown.properties, &mut shown.consumer_properties, &mut shown.producer_properties] {
+            for (key, value) in map.iter_mut() {
+                if SECRET_WORDS.iter().any(|w| key.to_ascii_lowercase().contains(w)) {
+                    *value = "***".into();
+                }
+            }
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn resolve_text(text: &str, vars: &[(&str, &str)]) -> Result<KafkaConfig, ConfigError> {
+        let dir = tempfile::tempdir().map_err(|error| ConfigError::Read { path: PathBuf::new(), error })?;
+        let path = dir.path().join("vigil.toml");
+        std::fs::write(&path, text).map_err(|error| ConfigError::Read { path: path.clone(), error })?;
+        KafkaConfig::resolve(Some(&path), vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let config = resolve_text(
+            "workers = 1\n[topics]\nactivity = \"a\"\n",
+            &[("VIGIL_WORKERS", "3"), ("VIGIL_TOPICS__ACTIVITY", "from.env"), ("VIGIL_TEST_BROKERS", "ignored")],
+        );
+        let config = config.unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(config.workers, 3);
+        assert_eq!(config.topics.activity, "from.env");
+    }
+
+    #[test]
+    fn mistakes_name_their_key_and_where_it_is() {
+        let unknown = resolve_text("brokers = \"h:1\"\n\nworkres = 2\n", &[]).map(|_| ()).unwrap_err().to_string();
+        assert!(unknown.contains("workres") && unknown.contains("line 3") && unknown.contains("vigil.toml"), "{unknown}");
+
+        let env = resolve_text("", &[("VIGIL_TOPICS__ACTIVTY", "x")]).map(|_| ()).unwrap_err().to_string();
+        assert!(env.contains("VIGIL_TOPICS__ACTIVTY") && env.contains("activty"), "{env}");
+
+        let typed = resolve_text("", &[("VIGIL_WORKERS", "many")]).map(|_| ()).unwrap_err().to_string();
+        assert!(typed.contains("VIGIL_WORKERS"), "{typed}");
+
+        for brokers in ["localhost", "host:port", ":9092", "h:0", "h:1,"] {
+            let bad = resolve_text(&format!("brokers = \"{brokers}\""), &[]).map(|_| ()).unwrap_err().to_string();
+            assert!(bad.contains("`brokers`"), "{brokers}: {bad}");
+        }
+    }
+
+    #[test]
+    fn printed_configuration_hides_secrets_and_reads_back() {
+        let mut config = KafkaConfig::default();
+        config.properties.insert("sasl.password".into(), "hunter2".into());
+        config.properties.insert("sasl.username".into(), "vigil".into());
+        let text = config.to_masked_toml();
+        assert!(!text.contains("hunter2") && text.contains("***") && text.contains("vigil"), "{text}");
+        let back = KafkaConfig::from_toml(&text).unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(back.properties["sasl.username"], "vigil");
+    }
 
     #[test]
     fn an_empty_file_gives_the_spec_defaults() {
