@@ -1,11 +1,13 @@
 //! `vigil replay`: a candidate ruleset on recorded activity, diffed against
 //! the recorded decisions or another ruleset.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Args;
+use vigil::event::Timestamp;
 use vigil::state::StateConfig;
-use vigil_replay::{Baseline, ReplayConfig, ReplayInput, DIFF_FILE, REPORT_FILE, SUMMARY_FILE};
+use vigil_replay::{Baseline, Bound, KafkaRange, ReplayConfig, ReplayInput, DIFF_FILE, REPORT_FILE, SUMMARY_FILE};
 
 use crate::Failure;
 
@@ -13,8 +15,34 @@ use crate::Failure;
 pub struct ReplayArgs {
     /// Activity events and signals: JSON Lines (plain or gzip) or an Avro
     /// object container file (told by its first bytes).
-    #[arg(long, value_name = "FILE")]
-    input: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "brokers", conflicts_with = "brokers")]
+    input: Option<PathBuf>,
+    /// Replay a range of Kafka topics instead: bootstrap brokers,
+    /// `HOST:PORT[,HOST:PORT…]`. Read-only: no group is joined, nothing is
+    /// committed or produced.
+    #[arg(long, value_name = "HOST:PORT", requires = "topic")]
+    brokers: Option<String>,
+    /// Kafka: a topic to replay (repeat for activity and signals topics;
+    /// records are merged by event time).
+    #[arg(long, value_name = "TOPIC", requires = "brokers")]
+    topic: Vec<String>,
+    /// Kafka: the first offset read in every partition (default: the earliest).
+    #[arg(long, value_name = "N", requires = "brokers", conflicts_with = "from_time")]
+    from_offset: Option<i64>,
+    /// Kafka: start at the first record stamped at or after this RFC 3339 time.
+    #[arg(long, value_name = "RFC3339", requires = "brokers")]
+    from_time: Option<String>,
+    /// Kafka: stop before this offset in every partition (default: the end
+    /// when the replay starts).
+    #[arg(long, value_name = "N", requires = "brokers", conflicts_with = "to_time")]
+    to_offset: Option<i64>,
+    /// Kafka: stop before the first record stamped at or after this RFC 3339 time.
+    #[arg(long, value_name = "RFC3339", requires = "brokers")]
+    to_time: Option<String>,
+    /// Kafka: a librdkafka property for the consumer, `KEY=VALUE`
+    /// (security settings, say); repeatable.
+    #[arg(long, value_name = "KEY=VALUE", requires = "brokers")]
+    kafka_property: Vec<String>,
     /// The candidate ruleset folder (default: the shipped ruleset).
     #[arg(long, value_name = "DIR")]
     rules: Option<PathBuf>,
@@ -35,6 +63,40 @@ pub struct ReplayArgs {
     no_progress: bool,
 }
 
+fn bound(offset: Option<i64>, time: Option<&str>, flag: &str) -> Result<Bound, Failure> {
+    match (offset, time) {
+        (Some(offset), _) if offset < 0 => Err(Failure::Input(format!("`--{flag}-offset` must be 0 or more"))),
+        (Some(offset), _) => Ok(Bound::Offset(offset)),
+        (None, Some(text)) => Timestamp::parse_rfc3339(text)
+            .map(Bound::Time)
+            .ok_or_else(|| Failure::Input(format!("`--{flag}-time {text}` is not an RFC 3339 time"))),
+        (None, None) => Ok(Bound::Edge),
+    }
+}
+
+fn input(args: &ReplayArgs) -> Result<ReplayInput, Failure> {
+    let Some(brokers) = &args.brokers else {
+        return match &args.input {
+            Some(path) => Ok(ReplayInput::File(path.clone())),
+            None => Err(Failure::Input("give `--input FILE` or `--brokers HOST:PORT --topic TOPIC`".into())),
+        };
+    };
+    let mut properties = BTreeMap::new();
+    for pair in &args.kafka_property {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(Failure::Input(format!("`--kafka-property {pair}` is not KEY=VALUE")));
+        };
+        properties.insert(key.trim().to_owned(), value.trim().to_owned());
+    }
+    Ok(ReplayInput::Kafka(KafkaRange {
+        brokers: brokers.clone(),
+        topics: args.topic.clone(),
+        from: bound(args.from_offset, args.from_time.as_deref(), "from")?,
+        to: bound(args.to_offset, args.to_time.as_deref(), "to")?,
+        properties,
+    }))
+}
+
 pub fn run(args: ReplayArgs) -> Result<(), Failure> {
     let candidate = crate::load_rules(args.rules.as_ref())?;
     let baseline = match (&args.baseline_decisions, &args.baseline_rules) {
@@ -46,7 +108,7 @@ pub fn run(args: ReplayArgs) -> Result<(), Failure> {
         return Err(Failure::Input("`--workers` must be at least 1".into()));
     }
     let config = ReplayConfig {
-        input: ReplayInput::File(args.input),
+        input: input(&args)?,
         candidate,
         baseline,
         out: args.out.clone(),

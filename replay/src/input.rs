@@ -21,6 +21,7 @@ use vigil::source::{Record, Source};
 
 use crate::ReplayError;
 
+pub mod kafka;
 pub mod ocf;
 
 /// How far through the input file the reader is, for the progress bar.

@@ -5,8 +5,8 @@
 //!
 //! The layout follows the data:
 //!
-//! - [`input`] streams and decodes JSON Lines (plain or gzip) or Avro object
-//!   container files, and hashes what it reads;
+//! - [`input`] streams and decodes JSON Lines (plain or gzip), Avro object
+//!   container files or a Kafka topic range, and hashes what it reads;
 //! - [`route`] spreads decoded records over workers by `(tenant, agent_id)`;
 //! - [`worker`] runs the pipelines and compares, with [`compare`], into a [`tally`];
 //! - [`baseline`] joins recorded decisions to the input;
@@ -38,6 +38,7 @@ use vigil::source::SourceError;
 use vigil::state::StateConfig;
 
 pub use baseline::Baseline;
+pub use input::kafka::{Bound, KafkaRange};
 use baseline::RecordedJoin;
 use progress::ProgressBar;
 use input::ReplaySource;
@@ -81,6 +82,8 @@ pub enum ReplayInput {
     /// JSON Lines of activity events and signals (plain or gzip), or an Avro
     /// object container file of them, told apart by the file's first bytes.
     File(PathBuf),
+    /// A range of Kafka topics, merged by event time.
+    Kafka(KafkaRange),
 }
 
 impl ReplayInput {
@@ -88,12 +91,14 @@ impl ReplayInput {
     pub fn describe(&self) -> String {
         match self {
             ReplayInput::File(path) => path.display().to_string(),
+            ReplayInput::Kafka(range) => format!("kafka {} on {}", range.topics.join(","), range.brokers),
         }
     }
 
     fn open(&self) -> Result<Box<dyn ReplaySource>, ReplayError> {
         match self {
             ReplayInput::File(path) => input::open_file(path),
+            ReplayInput::Kafka(range) => Ok(Box::new(input::kafka::KafkaInput::open(range)?)),
         }
     }
 }

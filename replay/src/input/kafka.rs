@@ -1,0 +1,361 @@
+//! A range of one or more Kafka topics, read without touching the cluster:
+//! partitions are assigned explicitly (no consumer group is joined), offsets
+//! are never committed, nothing is produced. Only committed records are read
+//! (`read_committed`), as the live engine reads them.
+//!
+//! The range is fixed when the replay starts: a start offset per partition
+//! (the earliest, a given offset, or the first record at or after a time),
+//! and an end from the high watermark then (or a given offset or time), so
+//! the replay ends even while producers keep writing.
+//!
+//! Partitions are merged into one stream by event time, then by partition
+//! (topics by name, partitions by number), then by offset. A record only
+//! leaves the merge when every partition that is not finished has a record
+//! waiting, so the order depends on the records alone, never on fetch
+//! timing, and per-partition order is kept. A record that does not decode
+//! sorts at the time of the record before it in its partition. The same
+//! records written to a file in this order replay to the same bytes.
+//!
+//! The digest covers each record's value and a newline, in merged order:
+//! the digest of a JSON Lines file holding the same values in that order.
+
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use vigil::decode::avro::AvroDecoder;
+use vigil::decode::{self, DecodeError};
+use vigil::event::{Input, Timestamp};
+
+use super::{InputDigest, Item, ReplaySource};
+use crate::ReplayError;
+
+/// Where a partition's range starts or ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    /// The earliest record (for a start) or the high watermark when the
+    /// replay starts (for an end).
+    Edge,
+    /// This offset in every partition (an end is exclusive).
+    Offset(i64),
+    /// The first record whose Kafka timestamp is at or after this time (an
+    /// end is exclusive).
+    Time(Timestamp),
+}
+
+/// A topic range to replay.
+#[derive(Debug, Clone)]
+pub struct KafkaRange {
+    /// `host:port[,host:port…]`.
+    pub brokers: String,
+    pub topics: Vec<String>,
+    pub from: Bound,
+    pub to: Bound,
+    /// librdkafka properties (security settings, say), over ours.
+    pub properties: BTreeMap<String, String>,
+}
+
+/// How long a metadata, watermark or time lookup may take.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// With partitions unfinished and nothing arriving for this long, the replay
+/// stops rather than wait forever (a broker gone, an open transaction).
+const STALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// Records waiting in one partition before it is paused: the merge's memory bound.
+const PAUSE_AT: usize = 4096;
+
+struct Waiting {
+    time: i64,
+    offset: i64,
+    payload: Vec<u8>,
+    decoded: Result<Input, DecodeError>,
+}
+
+struct Partition {
+    topic: String,
+    partition: i32,
+    /// The next offset expected and the exclusive end.
+    next: i64,
+    end: i64,
+    waiting: VecDeque<Waiting>,
+    /// The time of the last record queued, for records without one.
+    last_time: i64,
+    paused: bool,
+}
+
+impl Partition {
+    /// Every record of the range has been queued.
+    fn fetched(&self) -> bool {
+        self.next >= self.end
+    }
+}
+
+fn kafka_error(what: &str, error: KafkaError) -> ReplayError {
+    ReplayError::Input(format!("kafka: {what}: {error}"))
+}
+
+/// Records of a Kafka topic range, merged by event time.
+pub struct KafkaInput {
+    consumer: BaseConsumer,
+    partitions: Vec<Partition>,
+    /// Heads of the partitions' queues: (time, partition index, offset).
+    heads: BinaryHeap<std::cmp::Reverse<(i64, usize, i64)>>,
+    avro: AvroDecoder,
+    current: Waiting,
+    position: i64,
+    total: u64,
+    digest: InputDigest,
+    last_progress: Instant,
+    last_error: Option<String>,
+}
+
+impl std::fmt::Debug for KafkaInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaInput").field("partitions", &self.partitions.len()).field("position", &self.position).finish()
+    }
+}
+
+fn tpl_one(topic: &str, partition: i32, offset: Offset) -> Result<TopicPartitionList, ReplayError> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, offset).map_err(|e| kafka_error("partition list", e))?;
+    Ok(tpl)
+}
+
+impl KafkaInput {
+    pub fn open(range: &KafkaRange) -> Result<KafkaInput, ReplayError> {
+        if range.topics.is_empty() {
+            return Err(ReplayError::Input("kafka: no topic to replay".into()));
+        }
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &range.brokers)
+            .set("client.id", "vigil-replay")
+            // Read-only: librdkafka wants a group id to assign partitions,
+            // but the group is never joined (no subscription) and no offset
+            // is stored or committed under it.
+            .set("group.id", "vigil-replay")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "earliest")
+            .set_log_level(RDKafkaLogLevel::Warning);
+        for (key, value) in &range.properties {
+            config.set(key, value);
+        }
+        let consumer: BaseConsumer = config.create().map_err(|e| kafka_error("cannot create a consumer", e))?;
+        let mut topics = range.topics.clone();
+        topics.sort();
+        topics.dedup();
+        let mut partitions = Vec::new();
+        for topic in &topics {
+            let metadata = consumer
+                .fetch_metadata(Some(topic), LOOKUP_TIMEOUT)
+                .map_err(|e| kafka_error(&format!("metadata of `{topic}`"), e))?;
+            let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
+                return Err(ReplayError::Input(format!("kafka: no topic `{topic}`")));
+            };
+            if let Some(error) = found.error() {
+                return Err(ReplayError::Input(format!("kafka: topic `{topic}`: {error:?}")));
+            }
+            let mut numbers: Vec<i32> = found.partitions().iter().map(|p| p.id()).collect();
+            numbers.sort_unstable();
+            for partition in numbers {
+                let (low, high) = consumer
+                    .fetch_watermarks(topic, partition, LOOKUP_TIMEOUT)
+                    .map_err(|e| kafka_error(&format!("watermarks of `{topic}` [{partition}]"), e))?;
+                let start = resolve(&consumer, topic, partition, range.from, low, high)?.max(low);
+                let end = resolve(&consumer, topic, partition, range.to, high, high)?.min(high);
+                partitions.push(Partition {
+                    topic: topic.clone(),
+                    partition,
+                    next: start,
+                    end: end.max(start),
+                    waiting: VecDeque::new(),
+                    last_time: i64::MIN,
+                    paused: false,
+                });
+            }
+        }
+        let mut assignment = TopicPartitionList::new();
+        for p in partitions.iter().filter(|p| !p.fetched()) {
+            assignment
+                .add_partition_offset(&p.topic, p.partition, Offset::Offset(p.next))
+                .map_err(|e| kafka_error("partition list", e))?;
+        }
+        // An empty range needs no fetching (and librdkafka refuses an empty
+        // assignment from a consumer without a group).
+        if assignment.count() > 0 {
+            consumer.assign(&assignment).map_err(|e| kafka_error("cannot assign partitions", e))?;
+        }
+        let total = partitions.iter().map(|p| (p.end - p.next) as u64).sum();
+        let avro = AvroDecoder::shipped().map_err(|e| ReplayError::Input(format!("avro schemas: {e}")))?;
+        Ok(KafkaInput {
+            consumer,
+            partitions,
+            heads: BinaryHeap::new(),
+            avro,
+            current: Waiting { time: 0, offset: 0, payload: Vec::new(), decoded: Err(DecodeError::Empty) },
+            position: 0,
+            total,
+            digest: InputDigest::default(),
+            last_progress: Instant::now(),
+            last_error: None,
+        })
+    }
+
+    fn index_of(&self, topic: &str, partition: i32) -> Option<usize> {
+        self.partitions.iter().position(|p| p.partition == partition && p.topic == topic)
+    }
+
+    /// Polls once; queues a record of the range, or notes a partition's end.
+    fn poll(&mut self) -> Result<(), ReplayError> {
+        let Some(result) = self.consumer.poll(Duration::from_millis(100)) else {
+            if self.last_progress.elapsed() > STALL_TIMEOUT {
+                let stuck: Vec<String> = self
+                    .partitions
+                    .iter()
+                    .filter(|p| !p.fetched())
+                    .map(|p| format!("`{}` [{}] at offset {} of {}", p.topic, p.partition, p.next, p.end))
+                    .collect();
+                let last = self.last_error.as_deref().map(|e| format!("; last error: {e}")).unwrap_or_default();
+                return Err(ReplayError::Input(format!(
+                    "kafka: nothing received for {} s with partitions unfinished: {} (broker gone, or a transaction left open?){last}",
+                    STALL_TIMEOUT.as_secs(),
+                    stuck.join(", ")
+                )));
+            }
+            return Ok(());
+        };
+        let message = match result {
+            Ok(message) => message,
+            Err(KafkaError::PartitionEOF(partition)) => {
+                self.last_progress = Instant::now();
+                return self.check_end(partition);
+            }
+            // librdkafka retries by itself; the stall timeout bounds the wait
+            // and its message tells the last error.
+            Err(error) => {
+                self.last_error = Some(error.to_string());
+                return Ok(());
+            }
+        };
+        self.last_progress = Instant::now();
+        let Some(i) = self.index_of(message.topic(), message.partition()) else { return Ok(()) };
+        let offset = message.offset();
+        let p = &mut self.partitions[i];
+        if offset < p.next || offset >= p.end {
+            // Before the range (a re-fetch) or past its end: not ours.
+            if offset >= p.end {
+                p.next = p.end;
+            }
+            return Ok(());
+        }
+        let payload = message.payload().unwrap_or_default().to_vec();
+        let decoded = decode::decode(&payload, Some(&self.avro));
+        let p = &mut self.partitions[i];
+        let time = decoded.as_ref().map_or(p.last_time, |input| input.time().millis());
+        p.last_time = time;
+        // Gaps (transaction markers, compaction) are skipped over.
+        p.next = offset + 1;
+        let first = p.waiting.is_empty();
+        p.waiting.push_back(Waiting { time, offset, payload, decoded });
+        if first {
+            self.heads.push(std::cmp::Reverse((time, i, offset)));
+        }
+        if p.waiting.len() >= PAUSE_AT && !p.paused && !p.fetched() {
+            let tpl = tpl_one(&p.topic, p.partition, Offset::Offset(p.next))?;
+            self.consumer.pause(&tpl).map_err(|e| kafka_error("pause", e))?;
+            p.paused = true;
+        }
+        Ok(())
+    }
+
+    /// A partition reported its end: done when its position is past the range.
+    fn check_end(&mut self, partition: i32) -> Result<(), ReplayError> {
+        let position = self.consumer.position().map_err(|e| kafka_error("position", e))?;
+        for element in position.elements() {
+            if element.partition() != partition {
+                continue;
+            }
+            let Some(i) = self.index_of(element.topic(), partition) else { continue };
+            if let Offset::Offset(at) = element.offset() {
+                let p = &mut self.partitions[i];
+                if at >= p.end {
+                    p.next = p.end;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// True when the earliest head can leave: no unfinished partition is
+    /// without a waiting record.
+    fn ready(&self) -> bool {
+        self.partitions.iter().all(|p| !p.waiting.is_empty() || p.fetched())
+    }
+}
+
+/// The offset a bound names in one partition.
+fn resolve(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    bound: Bound,
+    edge: i64,
+    high: i64,
+) -> Result<i64, ReplayError> {
+    match bound {
+        Bound::Edge => Ok(edge),
+        Bound::Offset(offset) => Ok(offset),
+        Bound::Time(time) => {
+            let tpl = tpl_one(topic, partition, Offset::Offset(time.millis()))?;
+            let found = consumer
+                .offsets_for_times(tpl, LOOKUP_TIMEOUT)
+                .map_err(|e| kafka_error(&format!("offsets for a time in `{topic}` [{partition}]"), e))?;
+            Ok(found
+                .find_partition(topic, partition)
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                })
+                // No record at or after the time: the range ends at the end.
+                .unwrap_or(high))
+        }
+    }
+}
+
+impl ReplaySource for KafkaInput {
+    fn next(&mut self) -> Result<Option<Item<'_>>, ReplayError> {
+        while !self.ready() {
+            self.poll()?;
+        }
+        let Some(std::cmp::Reverse((_, i, _))) = self.heads.pop() else { return Ok(None) };
+        let p = &mut self.partitions[i];
+        let Some(record) = p.waiting.pop_front() else { return Ok(None) };
+        if let Some(next) = p.waiting.front() {
+            self.heads.push(std::cmp::Reverse((next.time, i, next.offset)));
+        }
+        if p.paused && p.waiting.len() < PAUSE_AT / 2 {
+            let tpl = tpl_one(&p.topic, p.partition, Offset::Offset(p.next))?;
+            self.consumer.resume(&tpl).map_err(|e| kafka_error("resume", e))?;
+            p.paused = false;
+        }
+        self.current = record;
+        self.position += 1;
+        self.digest.update(&self.current.payload);
+        self.digest.update(b"\n");
+        let decoded = std::mem::replace(&mut self.current.decoded, Err(DecodeError::Empty));
+        Ok(Some(Item { position: self.position, decoded, payload: &self.current.payload }))
+    }
+
+    fn progress(&self) -> (u64, u64) {
+        (self.position as u64, self.total)
+    }
+
+    fn digest(&self) -> String {
+        self.digest.hex()
+    }
+}

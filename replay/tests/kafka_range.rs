@@ -1,0 +1,189 @@
+//! Replay of a Kafka topic range against the real broker: the range gives
+//! the same diff and summary as the same records in a file, in the order the
+//! replay merges partitions (event time, then partition, then offset).
+//!
+//! The broker is the one `VIGIL_TEST_BROKERS` names, or one started here
+//! through `scripts/kafka.sh` and stopped at the end.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
+use vigil::rules::RulesetSource;
+use vigil::state::StateConfig;
+use vigil::workload::{generate, WorkloadSpec};
+use vigil_replay::{replay, Baseline, Bound, KafkaRange, ReplayConfig, ReplayInput, DIFF_FILE, SUMMARY_FILE};
+
+const PARTITIONS: i32 = 3;
+
+struct Broker {
+    brokers: String,
+    /// Set when this test started the broker: stopped on drop.
+    dir: Option<PathBuf>,
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka.sh")
+}
+
+impl Broker {
+    fn get() -> Broker {
+        if let Ok(brokers) = std::env::var("VIGIL_TEST_BROKERS") {
+            if !brokers.trim().is_empty() {
+                return Broker { brokers, dir: None };
+            }
+        }
+        let output =
+            Command::new(script()).arg("start").stdin(Stdio::null()).stderr(Stdio::inherit()).output().unwrap();
+        assert!(output.status.success(), "scripts/kafka.sh start failed");
+        let text = String::from_utf8(output.stdout).unwrap();
+        let value = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}=")))
+                .map(|v| v.trim_matches('\'').to_owned())
+                .unwrap_or_else(|| panic!("no {key} in {text}"))
+        };
+        Broker { brokers: value("KAFKA_BROKERS"), dir: Some(PathBuf::from(value("KAFKA_DIR"))) }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = Command::new(script()).args(["stop", "--purge", "--dir"]).arg(dir).status();
+        }
+    }
+}
+
+fn create_topic(brokers: &str, topic: &str) {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+    let new = NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1));
+    let results = vigil::kafka::admin::block_on(admin.create_topics([&new], &AdminOptions::new())).unwrap();
+    for result in results {
+        result.unwrap();
+    }
+}
+
+/// The partition a gateway keyed by agent would choose; records without an
+/// agent go to partition 0.
+fn partition_of(line: &str) -> i32 {
+    let agent = serde_json::from_str::<serde_json::Value>(line)
+        .ok()
+        .and_then(|v| v.get("agent_id").and_then(|a| a.as_str()).map(str::to_owned));
+    agent.map_or(0, |a| (a.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))) % PARTITIONS as u32) as i32)
+}
+
+/// The lines in the order the replay documents for a topic range: by event
+/// time (a record that does not decode takes the time of the record before it
+/// in its partition), then partition; each partition in produce order.
+fn merged_order(lines: &[String]) -> Vec<String> {
+    let mut last = [i64::MIN; PARTITIONS as usize];
+    let mut keyed: Vec<(i64, i32, &String)> = lines
+        .iter()
+        .map(|line| {
+            let p = partition_of(line);
+            let time = vigil::decode::decode_json(line.as_bytes()).map_or(last[p as usize], |i| i.time().millis());
+            last[p as usize] = time;
+            (time, p, line)
+        })
+        .collect();
+    keyed.sort_by_key(|(time, p, _)| (*time, *p));
+    keyed.into_iter().map(|(_, _, l)| l.clone()).collect()
+}
+
+fn config(input: ReplayInput, out: &Path) -> ReplayConfig {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules");
+    let baseline = RulesetSource::load(&shipped).unwrap();
+    let mut texts: Vec<(String, String)> = baseline.rules.iter().map(|r| (r.file.clone(), r.text.clone())).collect();
+    texts.push((
+        "large_partner_post.rhai".into(),
+        "// id: large_partner_post\n// kinds: network_egress\n\nif event.tool == \"http.post\" && event.bytes > 150000 { return finding(35); }\n()\n".into(),
+    ));
+    let ruleset_toml = std::fs::read_to_string(shipped.join("ruleset.toml")).unwrap();
+    let candidate = RulesetSource::from_texts(&shipped, Some(&ruleset_toml), texts).unwrap();
+    ReplayConfig {
+        input,
+        candidate,
+        baseline: Baseline::Rules(baseline),
+        out: out.to_path_buf(),
+        workers: 2,
+        state: StateConfig::default(),
+        progress: false,
+    }
+}
+
+fn summary(out: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(out.join(SUMMARY_FILE)).unwrap()).unwrap()
+}
+
+#[test]
+fn a_topic_range_replays_like_the_same_records_in_a_file() {
+    let broker = Broker::get();
+    let topic = format!("replay-range-{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    create_topic(&broker.brokers, &topic);
+    let spec = WorkloadSpec { agents_per_tenant: 6, tasks_per_agent: 2, actions_per_task: 20, ..WorkloadSpec::default() };
+    let lines = generate(&spec);
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let mut per_partition = [0i64; PARTITIONS as usize];
+    for line in &lines {
+        let p = partition_of(line);
+        per_partition[p as usize] += 1;
+        let mut record = BaseRecord::<[u8], [u8]>::to(&topic).partition(p).payload(line.as_bytes());
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+    assert!(per_partition.iter().all(|n| *n > 20), "every partition has records: {per_partition:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("merged.jsonl");
+    let merged = merged_order(&lines);
+    assert_ne!(merged, lines, "the merge reorders across partitions, so the test can tell");
+    std::fs::write(&file, merged.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+
+    let (from_file, from_kafka) = (dir.path().join("file"), dir.path().join("kafka"));
+    replay(&config(ReplayInput::File(file), &from_file)).unwrap();
+    let range = KafkaRange {
+        brokers: broker.brokers.clone(),
+        topics: vec![topic.clone()],
+        from: Bound::Edge,
+        to: Bound::Edge,
+        properties: Default::default(),
+    };
+    replay(&config(ReplayInput::Kafka(range.clone()), &from_kafka)).unwrap();
+    let diff = std::fs::read(from_kafka.join(DIFF_FILE)).unwrap();
+    assert!(diff.len() > 1000, "the candidate changes decisions");
+    assert!(std::fs::read(from_file.join(DIFF_FILE)).unwrap() == diff, "diff.jsonl differs");
+    let (a, b) = (summary(&from_file), summary(&from_kafka));
+    assert_eq!(b["input"]["records"], lines.len());
+    // The digest covers the values in merged order: the file's bytes.
+    assert_eq!(a, b);
+
+    // A sub-range: the first ten offsets of each partition.
+    let first_ten = dir.path().join("first-ten");
+    replay(&config(ReplayInput::Kafka(KafkaRange { to: Bound::Offset(10), ..range.clone() }), &first_ten)).unwrap();
+    assert_eq!(summary(&first_ten)["input"]["records"], 10 * PARTITIONS);
+    // Past the end: nothing, and the replay still ends.
+    let past = dir.path().join("past");
+    replay(&config(ReplayInput::Kafka(KafkaRange { from: Bound::Offset(1 << 40), ..range }), &past)).unwrap();
+    assert_eq!(summary(&past)["input"]["records"], 0);
+}
