@@ -23,9 +23,10 @@ if ! command -v cargo >/dev/null; then
 fi
 
 scripts/kafka.sh fetch
-eval "$(scripts/kafka.sh start)"
+# --sasl: a SASL_PLAINTEXT listener too, for the authentication tests.
+eval "$(scripts/kafka.sh start --sasl)"
 trap 'scripts/kafka.sh stop --dir "$KAFKA_DIR" --purge >/dev/null 2>&1 || true' EXIT
-export VIGIL_TEST_BROKERS="$KAFKA_BROKERS"
+export VIGIL_TEST_BROKERS="$KAFKA_BROKERS" VIGIL_TEST_SASL_BROKERS="$KAFKA_SASL_BROKERS"
 echo "kafka broker on $KAFKA_BROKERS" >&2
 
 filter=()

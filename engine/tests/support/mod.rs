@@ -33,6 +33,9 @@ fn script() -> PathBuf {
 /// exit for the shared one), or the one `VIGIL_TEST_BROKERS` names.
 pub struct Broker {
     pub brokers: String,
+    /// The SASL_PLAINTEXT listener (users `vigil`/`vigil-secret` and
+    /// `admin`/`admin-secret`, PLAIN and SCRAM), on the shared broker.
+    pub sasl_brokers: Option<String>,
     dir: Option<PathBuf>,
     /// Closed when the test process exits, however it exits: the watchdog
     /// reading it then stops the broker.
@@ -71,16 +74,24 @@ impl Broker {
     pub fn shared() -> &'static Broker {
         static SHARED: OnceLock<Broker> = OnceLock::new();
         SHARED.get_or_init(|| match std::env::var("VIGIL_TEST_BROKERS") {
-            Ok(brokers) if !brokers.trim().is_empty() => {
-                Broker { brokers, dir: None, _watchdog: Mutex::new(None) }
-            }
+            Ok(brokers) if !brokers.trim().is_empty() => Broker {
+                brokers,
+                sasl_brokers: std::env::var("VIGIL_TEST_SASL_BROKERS").ok().filter(|b| !b.trim().is_empty()),
+                dir: None,
+                _watchdog: Mutex::new(None),
+            },
             _ => {
-                let env = start_script(&[]);
+                let env = start_script(&["--sasl"]);
                 let dir = PathBuf::from(&env["KAFKA_DIR"]);
                 // A static is never dropped: stop the broker when the
                 // process ends instead.
                 let watchdog = spawn_watchdog(&dir);
-                Broker { brokers: env["KAFKA_BROKERS"].clone(), dir: Some(dir), _watchdog: Mutex::new(Some(watchdog)) }
+                Broker {
+                    brokers: env["KAFKA_BROKERS"].clone(),
+                    sasl_brokers: env.get("KAFKA_SASL_BROKERS").cloned(),
+                    dir: Some(dir),
+                    _watchdog: Mutex::new(Some(watchdog)),
+                }
             }
         })
     }
@@ -90,6 +101,7 @@ impl Broker {
         let env = start_script(&[]);
         Broker {
             brokers: env["KAFKA_BROKERS"].clone(),
+            sasl_brokers: None,
             dir: Some(PathBuf::from(&env["KAFKA_DIR"])),
             _watchdog: Mutex::new(None),
         }
