@@ -3,19 +3,23 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use vigil::config::{Delivery, KafkaConfig};
 use vigil::control::{self, RuleControl};
+use vigil::http::HttpServer;
 use vigil::kafka::{self, Work};
+use vigil::metrics::{Metrics, Phase};
 use vigil::pipeline::{self, Pipeline, Stats};
 use vigil::rules::board::RuleBoard;
 use vigil::rules::watch::RuleWatch;
 use vigil::rules::RuleHost;
 use vigil::sink::jsonl::JsonlSink;
 use vigil::source::file::JsonlSource;
+use vigil::source::{Record, Source, SourceError};
 use vigil::state::StateConfig;
 use vigil::verdict::Mode;
 
@@ -55,6 +59,79 @@ pub struct RunArgs {
     /// run first; a broken change is refused and the running rules stay).
     #[arg(long)]
     watch_rules: bool,
+    /// Serve `/metrics` (Prometheus), `/livez` and `/readyz` on this
+    /// address, e.g. `127.0.0.1:9464`.
+    #[arg(long, value_name = "HOST:PORT")]
+    http: Option<String>,
+}
+
+/// How often a run on files publishes its counts to `/metrics`.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+/// Cuts a file or stdin into runs of the pipeline of at most
+/// [`PUBLISH_EVERY`], so that the counts reach `/metrics` while a long or
+/// endless input is decided. The input is read on a thread of its own, so
+/// a quiet stdin still ends a run on time.
+struct Chunks {
+    records: Receiver<Result<Record, SourceError>>,
+    until: Instant,
+    ended: bool,
+}
+
+impl Chunks {
+    fn read(input: String) -> Result<Chunks, Failure> {
+        let (sender, records) = sync_channel(4096);
+        std::thread::Builder::new()
+            .name("vigil-input".into())
+            .spawn(move || {
+                let mut source = match JsonlSource::open(&input) {
+                    Ok(source) => source,
+                    Err(error) => {
+                        let _ = sender.send(Err(error));
+                        return;
+                    }
+                };
+                loop {
+                    let mut record = Record::default();
+                    let next = match source.next_into(&mut record) {
+                        Ok(true) => Ok(record),
+                        Ok(false) => return,
+                        Err(error) => Err(error),
+                    };
+                    let failed = next.is_err();
+                    if sender.send(next).is_err() || failed {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| Failure::Input(format!("cannot start the input thread: {e}")))?;
+        Ok(Chunks { records, until: Instant::now() + PUBLISH_EVERY, ended: false })
+    }
+}
+
+impl Source for Chunks {
+    fn next_into(&mut self, record: &mut Record) -> Result<bool, SourceError> {
+        let now = Instant::now();
+        match self.records.recv_timeout(self.until.saturating_duration_since(now)) {
+            Ok(Ok(next)) => {
+                *record = next;
+                Ok(true)
+            }
+            Ok(Err(error)) => Err(error),
+            Err(RecvTimeoutError::Timeout) => {
+                self.until = now + PUBLISH_EVERY;
+                Ok(false)
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                self.ended = true;
+                Ok(false)
+            }
+        }
+    }
+}
+
+fn serve_http(address: Option<&String>, metrics: &Arc<Metrics>) -> Result<Option<HttpServer>, Failure> {
+    address.map(|address| HttpServer::bind(address, Arc::clone(metrics))).transpose().map_err(|e| Failure::Input(e.to_string()))
 }
 
 impl RunArgs {
@@ -75,8 +152,12 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
             "`vigil run` needs `--input FILE --out DIR`, or `--brokers HOST:PORT` (or `--config FILE`)".into(),
         ));
     };
+    let metrics = Arc::new(Metrics::new());
+    let _server = serve_http(args.http.as_ref(), &metrics)?;
+    let worker = metrics.file_worker();
     let rules = RuleHost::compile(crate::load_rules(args.rules.as_ref())?)?;
-    let mut pipeline = Pipeline::new(rules, StateConfig::default());
+    let mut pipeline =
+        Pipeline::new(rules, StateConfig::default()).with_rule_eval_histogram(Arc::clone(&worker.rule_eval));
     if let Some(dir) = &args.shadow_rules {
         pipeline = pipeline.with_shadow(RuleHost::compile(crate::load_rules(Some(dir))?)?);
     }
@@ -86,9 +167,18 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         };
         pipeline = pipeline.with_watch(RuleWatch::new(dir, Duration::from_secs(1)));
     }
-    let mut source = JsonlSource::open(&input)?;
     let mut sink = JsonlSink::create(&out)?;
-    pipeline::run(&mut source, &mut pipeline, &mut sink, &AtomicBool::new(false))?;
+    worker.set_phase(Phase::Running);
+    if args.http.is_some() {
+        let mut chunks = Chunks::read(input)?;
+        while !chunks.ended {
+            pipeline::run(&mut chunks, &mut pipeline, &mut sink, &AtomicBool::new(false))?;
+            worker.committed(&pipeline.stats);
+        }
+    } else {
+        let mut source = JsonlSource::open(&input)?;
+        pipeline::run(&mut source, &mut pipeline, &mut sink, &AtomicBool::new(false))?;
+    }
     eprintln!("{} -> {}", summary(&pipeline.stats), out.display());
     let s = &pipeline.stats;
     if pipeline.shadow_rules().is_some() {
@@ -168,7 +258,10 @@ fn run_kafka(args: RunArgs) -> Result<(), Failure> {
         config.topics.signals
     );
     let work = Work::Decide { rules: board, state: StateConfig::default(), mode: Mode::Enforce };
-    let reports = kafka::run(&config, &work, shutdown)?;
+    let metrics = Arc::new(Metrics::new());
+    metrics.follow_rule_counts(Arc::clone(&counts));
+    let _server = serve_http(args.http.as_ref().or(config.http.as_ref()), &metrics)?;
+    let reports = kafka::run_with_metrics(&config, &work, shutdown, &metrics)?;
     let commits: u64 = reports.iter().map(|r| r.commits).sum();
     let aborts: u64 = reports.iter().map(|r| r.aborts).sum();
     eprintln!("{}; {commits} commits, {aborts} aborted batches", summary(&kafka::total(&reports)));

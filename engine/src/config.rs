@@ -10,6 +10,7 @@
 //! delivery = "exactly_once"      # or "at_least_once"
 //! commit_interval_ms = 50
 //! workers = 2
+//! http = "127.0.0.1:9464"          # /metrics, /livez, /readyz
 //!
 //! [topics]
 //! activity = "agent.activity"
@@ -197,6 +198,9 @@ pub struct KafkaConfig {
     pub consumer_properties: BTreeMap<String, String>,
     /// librdkafka properties for the producers only.
     pub producer_properties: BTreeMap<String, String>,
+    /// Where to serve `/metrics`, `/livez` and `/readyz` (`host:port`);
+    /// nowhere when absent.
+    pub http: Option<String>,
 }
 
 impl Default for KafkaConfig {
@@ -215,6 +219,7 @@ impl Default for KafkaConfig {
             properties: BTreeMap::new(),
             consumer_properties: BTreeMap::new(),
             producer_properties: BTreeMap::new(),
+            http: None,
         }
     }
 }
@@ -305,6 +310,9 @@ impl KafkaConfig {
             return invalid("`avro.ids` needs `avro.schema_dir`".into());
         }
         self.avro_ids()?;
+        if self.http.as_ref().is_some_and(|a| !a.contains(':')) {
+            return invalid("`http` needs `host:port`, e.g. `127.0.0.1:9464`".into());
+        }
         Ok(())
     }
 }
@@ -429,6 +437,7 @@ mod tests {
             brokers = "kafka:9092"
             delivery = "at_least_once"
             workers = 3
+            http = "0.0.0.0:9464"
             [topics]
             decisions = "out.decisions"
             [properties]
@@ -443,6 +452,7 @@ mod tests {
         assert_eq!(config.brokers, "kafka:9092");
         assert_eq!(config.delivery, Delivery::AtLeastOnce);
         assert_eq!(config.workers, 3);
+        assert_eq!(config.http.as_deref(), Some("0.0.0.0:9464"));
         assert_eq!(config.topics.decisions, "out.decisions");
         assert_eq!(config.topics.activity, "agent.activity");
         assert_eq!(config.properties.get("socket.keepalive.enable").map(String::as_str), Some("true"));
@@ -455,6 +465,8 @@ mod tests {
         assert!(matches!(KafkaConfig::from_toml("[topics]\nactivty = \"x\""), Err(ConfigError::Parse { .. })));
         assert!(matches!(KafkaConfig::from_toml("delivery = \"maybe\""), Err(ConfigError::Parse { .. })));
         assert!(matches!(KafkaConfig::from_toml("workers = 0"), Err(ConfigError::Invalid(_))));
+        assert!(matches!(KafkaConfig::from_toml("http = \"9464\""), Err(ConfigError::Invalid(_))));
+        assert!(matches!(KafkaConfig::from_toml("metrics = \"127.0.0.1:9464\""), Err(ConfigError::Parse { .. })));
         assert!(matches!(
             KafkaConfig::from_toml("[topics]\nsignals = \"agent.activity\""),
             Err(ConfigError::Invalid(_))

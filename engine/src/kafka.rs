@@ -102,6 +102,18 @@ pub fn avro_decoder(config: &KafkaConfig) -> Result<AvroDecoder, KafkaEngineErro
 /// Runs `config.workers` workers until `shutdown` is set, then commits what
 /// they hold and returns what each did.
 pub fn run(config: &KafkaConfig, work: &Work, shutdown: Arc<AtomicBool>) -> Result<Vec<WorkerReport>, KafkaEngineError> {
+    run_with_metrics(config, work, shutdown, &crate::metrics::Metrics::new())
+}
+
+/// [`run`], with the workers registered in `metrics` from the start, so
+/// that `/metrics` and `/readyz` follow them.
+pub fn run_with_metrics(
+    config: &KafkaConfig,
+    work: &Work,
+    shutdown: Arc<AtomicBool>,
+    metrics: &crate::metrics::Metrics,
+) -> Result<Vec<WorkerReport>, KafkaEngineError> {
+    let worker_metrics = metrics.kafka_workers(config.workers);
     config.validate()?;
     // Refuse a bad ruleset or schema here, once, rather than in every worker.
     if let Work::Decide { rules, .. } = work {
@@ -121,13 +133,14 @@ pub fn run(config: &KafkaConfig, work: &Work, shutdown: Arc<AtomicBool>) -> Resu
     }
     let config = Arc::new(config.clone());
     let mut handles = Vec::with_capacity(config.workers);
-    for index in 0..config.workers {
+    for (index, metrics) in worker_metrics.into_iter().enumerate() {
         let (config, work, stop) = (Arc::clone(&config), work.clone(), Arc::clone(&shutdown));
         let handle = std::thread::Builder::new()
             .name(format!("vigil-worker-{index}"))
             .spawn(move || {
-                let result = worker::run(index, &config, &work, &stop);
-                if result.is_err() {
+                let result = worker::run(index, &config, &work, &stop, &metrics);
+                if let Err(error) = &result {
+                    metrics.set_phase(crate::metrics::Phase::Stopped(error.to_string()));
                     // One worker cannot go on: stop the others too rather
                     // than leave its partitions undecided.
                     stop.store(true, Ordering::Relaxed);

@@ -10,7 +10,8 @@
 //! - [`decide`] turns scores and built-in obligations into a [`verdict`]:
 //!   a decision, control commands and an OCSF alert;
 //! - [`sink`] writes the outputs (JSON Lines files, Kafka);
-//! - [`pipeline`] is the loop where the stages meet.
+//! - [`pipeline`] is the loop where the stages meet;
+//! - [`metrics`] and [`http`] tell operators what the engine is doing.
 //!
 //! `state`, `rules` and `decide` know nothing of Kafka, threads or clocks:
 //! the same input always gives the same bytes out.
@@ -22,7 +23,9 @@ pub mod control;
 pub mod decide;
 pub mod decode;
 pub mod event;
+pub mod http;
 pub mod kafka;
+pub mod metrics;
 pub mod pipeline;
 pub mod rules;
 pub mod sign;

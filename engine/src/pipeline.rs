@@ -131,6 +131,8 @@ pub struct Pipeline {
     /// Whether this worker speaks for signal subjects it holds no state for.
     owns_unknown: bool,
     eval: Evaluation,
+    /// Where the enforcing ruleset's evaluation time goes, if anywhere.
+    rule_eval_seconds: Option<std::sync::Arc<crate::metrics::Histogram>>,
     /// A candidate ruleset evaluated on the same state, never enforcing.
     shadow: Option<RuleHost>,
     shadow_eval: Evaluation,
@@ -150,6 +152,7 @@ impl Pipeline {
             avro: None,
             owns_unknown: true,
             eval: Evaluation::default(),
+            rule_eval_seconds: None,
             shadow: None,
             shadow_eval: Evaluation::default(),
             watch: None,
@@ -270,6 +273,13 @@ impl Pipeline {
         self
     }
 
+    /// Times each event's rule evaluation into `histogram` (for metrics;
+    /// the time never reaches a decision).
+    pub fn with_rule_eval_histogram(mut self, histogram: std::sync::Arc<crate::metrics::Histogram>) -> Pipeline {
+        self.rule_eval_seconds = Some(histogram);
+        self
+    }
+
     pub fn rules(&self) -> &RuleHost {
         &self.rules
     }
@@ -328,7 +338,11 @@ impl Pipeline {
     fn activity(&mut self, event: Rc<ActivityEvent>, out: &mut Outputs) {
         self.stats.events += 1;
         let ctx = self.state.context(&event);
+        let started = self.rule_eval_seconds.as_ref().map(|_| std::time::Instant::now());
         self.rules.evaluate(&event, &ctx, &mut self.eval);
+        if let (Some(histogram), Some(started)) = (&self.rule_eval_seconds, started) {
+            histogram.observe(started.elapsed());
+        }
         let rules = &self.rules;
         let outcome =
             decide::activity(&event, &ctx, &self.eval, rules.config(), rules.version(), self.mode, &self.state);

@@ -111,6 +111,22 @@ pub(crate) fn consumer(config: &KafkaConfig, group_id: &str, client_id: &str) ->
     finish(client, config, &config.consumer_properties)
 }
 
+/// How often librdkafka reports an activity consumer's statistics, the
+/// source of the consumer lag metric. An operator's
+/// `statistics.interval.ms` wins.
+const STATISTICS_INTERVAL_MS: &str = "1000";
+
+/// [`consumer`] for the activity topic, with statistics for metrics.
+pub(crate) fn activity_consumer(config: &KafkaConfig, group_id: &str, client_id: &str) -> ClientConfig {
+    let mut client = consumer(config, group_id, client_id);
+    let operator_set = config.properties.contains_key("statistics.interval.ms")
+        || config.consumer_properties.contains_key("statistics.interval.ms");
+    if !operator_set {
+        client.set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+    }
+    client
+}
+
 /// The output producer of one worker: transactional for exactly once,
 /// idempotent for at least once.
 pub(crate) fn producer(config: &KafkaConfig, worker: usize) -> ClientConfig {

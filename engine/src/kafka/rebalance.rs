@@ -1,16 +1,20 @@
 //! The activity consumer's context: settles the open batch before the group
 //! takes partitions away, so that the next owner neither misses nor repeats
-//! an output.
+//! an output. It also tells the worker's metrics what the group assigned
+//! and how far behind each assigned partition is.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
+use serde::Deserialize;
 
 use super::client::{log_rdkafka, report_error};
 use super::outbox::Outbox;
+use crate::metrics::{Phase, WorkerMetrics};
 
 pub(crate) type ActivityConsumer = BaseConsumer<RebalanceContext>;
 
@@ -18,6 +22,7 @@ pub(crate) type ActivityConsumer = BaseConsumer<RebalanceContext>;
 pub(crate) struct RebalanceContext {
     pub worker: usize,
     pub outbox: Arc<Outbox>,
+    pub metrics: Arc<WorkerMetrics>,
 }
 
 impl ClientContext for RebalanceContext {
@@ -28,6 +33,13 @@ impl ClientContext for RebalanceContext {
     fn error(&self, error: KafkaError, reason: &str) {
         report_error(self.worker, "activity consumer", &error, reason);
     }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        match consumer_lag(statistics) {
+            Ok(lag) => self.metrics.set_lag(lag),
+            Err(error) => tracing::debug!(worker = self.worker, error = %error, "unreadable librdkafka statistics"),
+        }
+    }
 }
 
 impl ConsumerContext for RebalanceContext {
@@ -35,6 +47,7 @@ impl ConsumerContext for RebalanceContext {
         match rebalance {
             Rebalance::Revoke(partitions) => {
                 tracing::info!(worker = self.worker, partitions = partitions.count(), "partitions revoked");
+                self.metrics.revoked();
                 self.outbox.on_revoke(consumer);
             }
             Rebalance::Assign(partitions) => {
@@ -45,5 +58,90 @@ impl ConsumerContext for RebalanceContext {
                 tracing::warn!(worker = self.worker, error = %error, "rebalance failed");
             }
         }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
+            // The whole assignment, also when the protocol hands out
+            // increments; none at all still means the group has placed us.
+            let count = consumer.assignment().map_or(partitions.count(), |a| a.count());
+            self.metrics.set_phase(Phase::Assigned(count));
+        }
+    }
+}
+
+/// The fields of librdkafka's statistics JSON the lag is computed from.
+#[derive(Debug, Deserialize)]
+struct Statistics {
+    #[serde(default)]
+    topics: HashMap<String, TopicStatistics>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TopicStatistics {
+    #[serde(default)]
+    partitions: HashMap<String, PartitionStatistics>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PartitionStatistics {
+    partition: i32,
+    #[serde(default)]
+    desired: bool,
+    #[serde(default = "invalid_offset")]
+    app_offset: i64,
+    #[serde(default = "invalid_offset")]
+    committed_offset: i64,
+    #[serde(default = "invalid_offset")]
+    ls_offset: i64,
+}
+
+fn invalid_offset() -> i64 {
+    -1001
+}
+
+/// Records behind, per assigned partition: the last stable offset (the
+/// consumer reads `read_committed`) minus the worker's position. The
+/// position is the offset after the last record handed to the worker, or,
+/// before it has read anything since the assignment, the committed offset
+/// it starts from. librdkafka's own `consumer_lag` is not used: it counts
+/// from offsets the consumer committed itself, and with exactly-once
+/// delivery the producer commits them inside its transactions.
+pub(crate) fn consumer_lag(statistics: &[u8]) -> Result<Vec<(String, i32, i64)>, serde_json::Error> {
+    let statistics: Statistics = serde_json::from_slice(statistics)?;
+    let mut lag = Vec::new();
+    for (topic, stats) in &statistics.topics {
+        for p in stats.partitions.values() {
+            // Partition -1 is librdkafka's internal unassigned queue.
+            if p.partition < 0 || !p.desired || p.ls_offset < 0 {
+                continue;
+            }
+            let position = if p.app_offset >= 0 { p.app_offset } else { p.committed_offset };
+            if position >= 0 {
+                lag.push((topic.clone(), p.partition, (p.ls_offset - position).max(0)));
+            }
+        }
+    }
+    lag.sort();
+    Ok(lag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_counts_from_the_position_or_else_the_committed_offset() {
+        let json = br#"{"name": "c", "topics": {"t": {"topic": "t", "partitions": {
+            "0": {"partition": 0, "desired": true, "app_offset": 40, "committed_offset": 10, "ls_offset": 50, "hi_offset": 52},
+            "1": {"partition": 1, "desired": true, "app_offset": -1001, "committed_offset": 7, "ls_offset": 7},
+            "2": {"partition": 2, "desired": false, "app_offset": 1, "committed_offset": 1, "ls_offset": 9},
+            "3": {"partition": 3, "desired": true, "app_offset": -1001, "committed_offset": -1001, "ls_offset": 9},
+            "-1": {"partition": -1, "desired": false, "app_offset": -1001, "committed_offset": -1001, "ls_offset": -1001}
+        }}}}"#;
+        let lag = consumer_lag(json).ok();
+        assert_eq!(lag, Some(vec![("t".to_owned(), 0, 10), ("t".to_owned(), 1, 0)]));
+        assert_eq!(consumer_lag(br#"{"name": "c"}"#).ok(), Some(vec![]));
+        assert!(consumer_lag(b"not json").is_err());
     }
 }

@@ -17,6 +17,7 @@ use super::outbox::{Outbox, OutboxFailure, OutputProducer, SignalsConsumer, Sign
 use super::rebalance::{ActivityConsumer, RebalanceContext};
 use super::{avro_decoder, KafkaEngineError, Work, WorkerReport};
 use crate::config::{Delivery, KafkaConfig};
+use crate::metrics::{Phase, WorkerMetrics};
 use crate::pipeline::{self, Pipeline, RunError, Stats};
 use crate::rules::RuleHost;
 use crate::sign::Signer;
@@ -73,15 +74,19 @@ pub(crate) fn run(
     config: &KafkaConfig,
     work: &Work,
     shutdown: &Arc<AtomicBool>,
+    metrics: &Arc<WorkerMetrics>,
 ) -> Result<WorkerReport, KafkaEngineError> {
-    let mut pipeline = build_pipeline(index, config, work)?;
+    let mut pipeline =
+        build_pipeline(index, config, work)?.map(|p| p.with_rule_eval_histogram(Arc::clone(&metrics.rule_eval)));
     let mut saved = pipeline.as_ref().map(Saved::of);
     let mut report = WorkerReport { worker: index, ..WorkerReport::default() };
     let mut backoff = Backoff::new();
     while !shutdown.load(Ordering::Relaxed) {
-        let mut clients = match Clients::connect(index, config, shutdown) {
+        metrics.connecting();
+        let mut clients = match Clients::connect(index, config, shutdown, metrics) {
             Ok(clients) => clients,
             Err(reason) => {
+                metrics.set_phase(Phase::Unreachable(reason.clone()));
                 tracing::warn!(worker = index, reason, retry_in_ms = backoff.delay().as_millis() as u64, "cannot connect");
                 backoff.wait(shutdown);
                 continue;
@@ -92,14 +97,18 @@ pub(crate) fn run(
         if let (Some(pipeline), Some(saved)) = (pipeline.as_mut(), saved.as_ref()) {
             saved.restore(pipeline);
         }
+        metrics.set_phase(Phase::Joining);
         let served = clients.serve(pipeline.as_mut(), &mut saved, shutdown);
         report.commits += clients.outbox.commits.load(Ordering::Relaxed);
         report.aborts += clients.outbox.aborts.load(Ordering::Relaxed);
+        metrics.kafka_counts(clients.outbox.commits.load(Ordering::Relaxed), clients.outbox.aborts.load(Ordering::Relaxed));
         drop(clients);
         match served {
             Served::Shutdown => break,
             Served::Rebuild(reason) => {
                 report.restarts += 1;
+                metrics.clients_rebuilt();
+                metrics.set_phase(Phase::Unreachable(reason.clone()));
                 tracing::warn!(worker = index, reason, "rebuilding kafka clients");
                 backoff.wait(shutdown);
             }
@@ -108,6 +117,7 @@ pub(crate) fn run(
     if let Some(saved) = saved {
         report.stats = saved.stats;
     }
+    metrics.set_phase(Phase::Stopped("shutdown requested".into()));
     tracing::info!(worker = index, commits = report.commits, aborts = report.aborts, "worker stopped");
     Ok(report)
 }
@@ -127,6 +137,7 @@ fn forward_all(source: &mut KafkaSource, sink: &mut KafkaSink, shutdown: &Atomic
 
 struct Clients {
     index: usize,
+    metrics: Arc<WorkerMetrics>,
     activity: Arc<ActivityConsumer>,
     outbox: Arc<Outbox>,
     source: KafkaSource,
@@ -134,8 +145,13 @@ struct Clients {
 }
 
 impl Clients {
-    fn connect(index: usize, config: &KafkaConfig, shutdown: &Arc<AtomicBool>) -> Result<Clients, String> {
-        let producer = connect_producer(index, config, shutdown)?;
+    fn connect(
+        index: usize,
+        config: &KafkaConfig,
+        shutdown: &Arc<AtomicBool>,
+        metrics: &Arc<WorkerMetrics>,
+    ) -> Result<Clients, String> {
+        let producer = connect_producer(index, config, shutdown, metrics)?;
         let signals = connect_signals(index, config)?;
         let outbox = Arc::new(Outbox::new(
             index,
@@ -146,8 +162,8 @@ impl Clients {
             Some(signals),
             Arc::clone(shutdown),
         ));
-        let context = RebalanceContext { worker: index, outbox: Arc::clone(&outbox) };
-        let activity: ActivityConsumer = client::consumer(config, &config.group_id, &format!("{}-{index}", config.group_id))
+        let context = RebalanceContext { worker: index, outbox: Arc::clone(&outbox), metrics: Arc::clone(metrics) };
+        let activity: ActivityConsumer = client::activity_consumer(config, &config.group_id, &format!("{}-{index}", config.group_id))
             .create_with_context(context)
             .map_err(|e| format!("activity consumer: {e}"))?;
         activity.subscribe(&[&config.topics.activity]).map_err(|e| format!("subscribe: {e}"))?;
@@ -164,8 +180,9 @@ impl Clients {
         );
         let signer = Signer::from_config(&config.signing).map_err(|e| format!("signing key: {e}"))?;
         let sink = KafkaSink::new(Arc::clone(&outbox), Arc::clone(&activity), last, &config.topics)
-            .with_signer(signer.map(Arc::new));
-        Ok(Clients { index, activity, outbox, source, sink })
+            .with_signer(signer.map(Arc::new))
+            .with_commit_histogram(Arc::clone(&metrics.commit));
+        Ok(Clients { index, metrics: Arc::clone(metrics), activity, outbox, source, sink })
     }
 
     fn broken(&self) -> bool {
@@ -182,11 +199,14 @@ impl Clients {
                 Some(pipeline) => pipeline::run(&mut self.source, pipeline, &mut self.sink, shutdown),
                 None => forward_all(&mut self.source, &mut self.sink, shutdown),
             };
+            let outbox = &self.outbox;
+            self.metrics.kafka_counts(outbox.commits.load(Ordering::Relaxed), outbox.aborts.load(Ordering::Relaxed));
             match result {
                 Ok(()) => {
                     if self.source.batch_records() > 0 {
                         if let (Some(pipeline), Some(saved)) = (pipeline.as_deref(), saved.as_mut()) {
                             *saved = Saved::of(pipeline);
+                            self.metrics.committed(&saved.stats);
                         }
                     }
                     backoff.reset();
@@ -218,7 +238,12 @@ impl Clients {
     }
 }
 
-fn connect_producer(index: usize, config: &KafkaConfig, shutdown: &AtomicBool) -> Result<OutputProducer, String> {
+fn connect_producer(
+    index: usize,
+    config: &KafkaConfig,
+    shutdown: &AtomicBool,
+    metrics: &WorkerMetrics,
+) -> Result<OutputProducer, String> {
     let context = DeliveryLog { worker: index, failures: AtomicU64::new(0) };
     let producer: OutputProducer =
         client::producer(config, index).create_with_context(context).map_err(|e| format!("producer: {e}"))?;
@@ -231,6 +256,7 @@ fn connect_producer(index: usize, config: &KafkaConfig, shutdown: &AtomicBool) -
                 Ok(()) => break,
                 Err(rdkafka::error::KafkaError::Transaction(e)) if e.is_retriable() && !e.is_fatal() => {
                     tracing::warn!(worker = index, error = %e, "cannot initialise transactions yet");
+                    metrics.set_phase(Phase::Unreachable(format!("init transactions: {e}")));
                     if !backoff.wait(shutdown) {
                         return Err("shutdown".into());
                     }

@@ -47,6 +47,8 @@ pub struct KafkaSink {
     shadow: String,
     signer: Option<Arc<Signer>>,
     buf: Vec<u8>,
+    /// Where the duration of each successful commit goes, if anywhere.
+    commit_seconds: Option<Arc<crate::metrics::Histogram>>,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -77,6 +79,7 @@ impl KafkaSink {
             shadow: topics.shadow.clone(),
             signer: None,
             buf: Vec::with_capacity(1024),
+            commit_seconds: None,
         }
     }
 
@@ -88,6 +91,12 @@ impl KafkaSink {
 
     /// The input's trace context, if it had one. Built per output message:
     /// the producer takes ownership of the headers it sends.
+    /// Times each commit that succeeds into `histogram`.
+    pub(crate) fn with_commit_histogram(mut self, histogram: Arc<crate::metrics::Histogram>) -> KafkaSink {
+        self.commit_seconds = Some(histogram);
+        self
+    }
+
     fn trace_headers(last: &LastInput) -> Option<OwnedHeaders> {
         let mut headers: Option<OwnedHeaders> = None;
         for name in TRACE_HEADERS {
@@ -194,6 +203,11 @@ impl Sink for KafkaSink {
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
-        self.outbox.commit(&self.activity).map(|_| ()).map_err(sink_error)
+        let started = std::time::Instant::now();
+        let committed = self.outbox.commit(&self.activity).map_err(sink_error)?;
+        if let (true, Some(histogram)) = (committed, &self.commit_seconds) {
+            histogram.observe(started.elapsed());
+        }
+        Ok(())
     }
 }
