@@ -261,7 +261,21 @@ fn run_kafka(args: RunArgs) -> Result<(), Failure> {
     let metrics = Arc::new(Metrics::new());
     metrics.follow_rule_counts(Arc::clone(&counts));
     let _server = serve_http(args.http.as_ref().or(config.http.as_ref()), &metrics)?;
-    let reports = kafka::run_with_metrics(&config, &work, shutdown, &metrics)?;
+    // The closed loop on revocations, beside the workers.
+    let tracker = match config.acks.track {
+        true => {
+            let (handle, counts) = kafka::acks::spawn(&config, Arc::clone(&shutdown))?;
+            metrics.follow_ack_counts(counts);
+            Some(handle)
+        }
+        false => None,
+    };
+    let reports = kafka::run_with_metrics(&config, &work, Arc::clone(&shutdown), &metrics);
+    shutdown.store(true, Ordering::Relaxed);
+    if let Some(tracker) = tracker {
+        let _ = tracker.join();
+    }
+    let reports = reports?;
     let commits: u64 = reports.iter().map(|r| r.commits).sum();
     let aborts: u64 = reports.iter().map(|r| r.aborts).sum();
     eprintln!("{}; {commits} commits, {aborts} aborted batches", summary(&kafka::total(&reports)));

@@ -75,6 +75,8 @@ pub struct Topics {
     pub dlq: String,
     /// Decisions of a candidate ruleset in shadow (`mode: shadow`).
     pub shadow: String,
+    /// Subscribers' acknowledgements of control commands.
+    pub acks: String,
 }
 
 impl Default for Topics {
@@ -87,6 +89,7 @@ impl Default for Topics {
             control: "vigil.control".into(),
             dlq: "vigil.dlq".into(),
             shadow: "vigil.shadow".into(),
+            acks: "vigil.acks".into(),
         }
     }
 }
@@ -103,11 +106,12 @@ impl Topics {
             control: format!("{prefix}.control"),
             dlq: format!("{prefix}.dlq"),
             shadow: format!("{prefix}.shadow"),
+            acks: format!("{prefix}.acks"),
         }
     }
 
     /// Every topic with the role it plays, inputs first.
-    pub fn all(&self) -> [(&'static str, &str); 7] {
+    pub fn all(&self) -> [(&'static str, &str); 8] {
         [
             ("activity", &self.activity),
             ("signals", &self.signals),
@@ -116,6 +120,7 @@ impl Topics {
             ("control", &self.control),
             ("dlq", &self.dlq),
             ("shadow", &self.shadow),
+            ("acks", &self.acks),
         ]
     }
 }
@@ -172,6 +177,26 @@ impl Default for Signing {
     }
 }
 
+/// The closed loop on revocations (`[acks]`): every revocation, quarantine
+/// or agent revocation waits for a subscriber's `enforced` on the acks
+/// topic; one still waiting after `deadline_ms` raises an OCSF alert and is
+/// sent again, up to `max_reissues` times.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AckTracking {
+    pub track: bool,
+    pub deadline_ms: u64,
+    pub max_reissues: u32,
+    /// Commands older than this when the tracker starts are not waited for.
+    pub lookback_s: u64,
+}
+
+impl Default for AckTracking {
+    fn default() -> Self {
+        AckTracking { track: false, deadline_ms: 30_000, max_reissues: 3, lookback_s: 3_600 }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
@@ -192,6 +217,7 @@ pub struct KafkaConfig {
     pub create_topics: TopicCreation,
     pub avro: AvroSettings,
     pub signing: Signing,
+    pub acks: AckTracking,
     /// librdkafka properties for every client (consumers and producers).
     pub properties: BTreeMap<String, String>,
     /// librdkafka properties for the consumers only.
@@ -216,6 +242,7 @@ impl Default for KafkaConfig {
             create_topics: TopicCreation::default(),
             avro: AvroSettings::default(),
             signing: Signing::default(),
+            acks: AckTracking::default(),
             properties: BTreeMap::new(),
             consumer_properties: BTreeMap::new(),
             producer_properties: BTreeMap::new(),
@@ -389,19 +416,23 @@ mod tests {
         assert_eq!(config.topics.activity, "from.env");
     }
 
+    fn failure(result: Result<KafkaConfig, ConfigError>) -> String {
+        result.err().map(|e| e.to_string()).unwrap_or_else(|| "accepted".into())
+    }
+
     #[test]
     fn mistakes_name_their_key_and_where_it_is() {
-        let unknown = resolve_text("brokers = \"h:1\"\n\nworkres = 2\n", &[]).map(|_| ()).unwrap_err().to_string();
+        let unknown = failure(resolve_text("brokers = \"h:1\"\n\nworkres = 2\n", &[]));
         assert!(unknown.contains("workres") && unknown.contains("line 3") && unknown.contains("vigil.toml"), "{unknown}");
 
-        let env = resolve_text("", &[("VIGIL_TOPICS__ACTIVTY", "x")]).map(|_| ()).unwrap_err().to_string();
+        let env = failure(resolve_text("", &[("VIGIL_TOPICS__ACTIVTY", "x")]));
         assert!(env.contains("VIGIL_TOPICS__ACTIVTY") && env.contains("activty"), "{env}");
 
-        let typed = resolve_text("", &[("VIGIL_WORKERS", "many")]).map(|_| ()).unwrap_err().to_string();
+        let typed = failure(resolve_text("", &[("VIGIL_WORKERS", "many")]));
         assert!(typed.contains("VIGIL_WORKERS"), "{typed}");
 
         for brokers in ["localhost", "host:port", ":9092", "h:0", "h:1,"] {
-            let bad = resolve_text(&format!("brokers = \"{brokers}\""), &[]).map(|_| ()).unwrap_err().to_string();
+            let bad = failure(resolve_text(&format!("brokers = \"{brokers}\""), &[]));
             assert!(bad.contains("`brokers`"), "{brokers}: {bad}");
         }
     }

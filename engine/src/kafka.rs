@@ -20,11 +20,13 @@
 //! [`KafkaSource`]: crate::source::kafka::KafkaSource
 //! [`KafkaSink`]: crate::sink::kafka::KafkaSink
 
+pub mod acks;
 pub mod admin;
 mod backoff;
 pub(crate) mod client;
 pub(crate) mod outbox;
 pub(crate) mod rebalance;
+pub mod subscriber;
 mod worker;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use crate::control::RuleCounts;
+use crate::kafka::acks::AckCounts;
 use crate::pipeline::Stats;
 use crate::verdict::{CommandKind, Verdict};
 use text::{HistogramSnapshot, Kind, Text};
@@ -238,6 +239,8 @@ pub struct Metrics {
     kafka: std::sync::atomic::AtomicBool,
     /// Rule changes made for every worker at once (on Kafka).
     rule_counts: OnceLock<Arc<RuleCounts>>,
+    /// The closed loop on revocations, when it runs.
+    ack_counts: OnceLock<Arc<AckCounts>>,
 }
 
 /// One worker's published values, copied out of its lock for rendering.
@@ -274,6 +277,11 @@ impl Metrics {
     /// Counts the rule changes `counts` records beside the pipelines' own.
     pub fn follow_rule_counts(&self, counts: Arc<RuleCounts>) {
         let _ = self.rule_counts.set(counts);
+    }
+
+    /// Reports what the acknowledgement tracker counts.
+    pub fn follow_ack_counts(&self, counts: Arc<AckCounts>) {
+        let _ = self.ack_counts.set(counts);
     }
 
     /// Registers the one pipeline of a run on files.
@@ -337,6 +345,22 @@ impl Metrics {
         render_stats(&mut text, &views, counts);
         if self.kafka.load(Ordering::Relaxed) {
             render_kafka(&mut text, &views);
+        }
+        if let Some(acks) = self.ack_counts.get() {
+            let load = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed) as f64;
+            text.single(
+                "vigil_unacknowledged_revocations",
+                Kind::Gauge,
+                "Revocations sent and not yet acknowledged as enforced by a subscriber.",
+                load(&acks.pending),
+            );
+            text.single("vigil_revocation_acks_total", Kind::Counter, "Revocations a subscriber acknowledged as enforced.", load(&acks.acknowledged));
+            text.single(
+                "vigil_revocation_escalations_total",
+                Kind::Counter,
+                "Revocations past their acknowledgement deadline: alerted and sent again (or given up).",
+                load(&acks.escalated),
+            );
         }
         text.finish()
     }

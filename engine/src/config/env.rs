@@ -13,7 +13,7 @@ pub const PREFIX: &str = "VIGIL_";
 pub const NESTING: &str = "__";
 
 /// Every top-level key of [`super::KafkaConfig`].
-pub const TOP_LEVEL_KEYS: [&str; 14] = [
+pub const TOP_LEVEL_KEYS: [&str; 15] = [
     "brokers",
     "group_id",
     "delivery",
@@ -24,6 +24,7 @@ pub const TOP_LEVEL_KEYS: [&str; 14] = [
     "create_topics",
     "avro",
     "signing",
+    "acks",
     "properties",
     "consumer_properties",
     "producer_properties",

@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 
 use crate::event::{ActivityEvent, DataClass, Severity, Timestamp};
 use crate::rules::RuleMeta;
-use crate::verdict::{Decision, Verdict};
+use crate::verdict::{ControlCommand, Decision, Verdict};
 
 /// The OCSF schema version the alerts follow.
 pub const OCSF_VERSION: &str = "1.3.0";
@@ -145,4 +145,59 @@ pub fn finding<'a>(decision: &Decision, event: &ActivityEvent, meta: impl Fn(&st
             "rules": rules,
         },
     }))
+}
+
+/// The finding for a revocation no subscriber acknowledged in time: the
+/// SOC learns that an order to cut an agent off may not have been carried
+/// out. `attempt` counts the sends so far; `time` is when it was noticed.
+pub fn unacknowledged(command: &ControlCommand, attempt: u32, final_attempt: bool, time: i64) -> Value {
+    let uid = format!("{}-unacknowledged-{attempt}", command.command_id);
+    let message = if final_attempt {
+        format!("{} `{}` still unacknowledged after {attempt} sends; giving up", command.command.as_str(), command.command_id)
+    } else {
+        format!("{} `{}` unacknowledged; sent again", command.command.as_str(), command.command_id)
+    };
+    let mut actor = json!({"user": {"uid": command.agent_id, "name": command.agent_id, "type_id": 99, "type": "AI Agent"}});
+    if let Some(task) = &command.task_id {
+        actor["session"] = json!({"uid": task});
+    }
+    json!({
+        "activity_id": 1,
+        "activity_name": "Create",
+        "category_uid": 2,
+        "category_name": "Findings",
+        "class_uid": 2004,
+        "class_name": "Detection Finding",
+        "type_uid": 200401,
+        "type_name": "Detection Finding: Create",
+        "time": time,
+        "severity_id": 5,
+        "severity": "Critical",
+        "status_id": 1,
+        "status": "New",
+        "message": message,
+        "metadata": {
+            "version": OCSF_VERSION,
+            "profiles": ["host"],
+            "uid": uid,
+            "product": {"name": "Vigil", "vendor_name": "Vigil", "version": env!("CARGO_PKG_VERSION")},
+            "tenant_uid": command.tenant,
+        },
+        "finding_info": {
+            "uid": uid,
+            "title": "Revocation not acknowledged",
+            "desc": message,
+            "analytic": {"uid": "builtin.unacknowledged_revocation", "name": "Revocation not acknowledged", "type_id": 1, "type": "Rule"},
+            "related_events_count": 1,
+        },
+        "actor": actor,
+        "is_alert": true,
+        "unmapped": {
+            "command_id": command.command_id,
+            "decision_id": command.decision_id,
+            "workload_id": command.workload_id,
+            "credential_ids": command.credential_ids,
+            "attempt": attempt,
+        },
+    })
 }

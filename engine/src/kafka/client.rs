@@ -165,3 +165,15 @@ pub(crate) fn signals_group(config: &KafkaConfig, worker: usize) -> String {
 pub(crate) fn admin(config: &KafkaConfig) -> ClientConfig {
     finish(ClientConfig::new(), config, &BTreeMap::new())
 }
+
+/// An idempotent producer outside any transaction: the acknowledgement
+/// tracker's, whose alerts and re-issues are at least once by design.
+pub(crate) fn idempotent_producer(config: &KafkaConfig, client_id: &str) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("client.id", client_id)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "1");
+    finish(client, config, &config.producer_properties)
+}
