@@ -49,3 +49,35 @@ fn scram_and_plain_credentials_decide_as_on_a_plain_listener() {
         assert!(reports.iter().all(|r| r.commits > 0), "{mechanism}: nothing committed over SASL");
     }
 }
+
+#[test]
+fn a_wrong_password_is_an_authentication_error_and_never_ready() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let broker = Broker::shared();
+    let plain = config(&broker.brokers, "sasl-wrong", 1, Delivery::ExactlyOnce);
+    let config = over_sasl(broker, plain, "SCRAM-SHA-256", "not-the-password");
+    let metrics = Arc::new(vigil::metrics::Metrics::new());
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let engine = {
+        let (config, metrics, shutdown) = (config.clone(), Arc::clone(&metrics), Arc::clone(&shutdown));
+        std::thread::spawn(move || vigil::kafka::run_with_metrics(&config, &decide(), shutdown, &metrics))
+    };
+    // Readiness names the cause as soon as a worker has tried to connect.
+    let until = deadline(90);
+    let reason = loop {
+        match metrics.readiness() {
+            Err(reason) if reason.to_ascii_lowercase().contains("authentication") => break reason,
+            Ok(()) => panic!("ready with a wrong password"),
+            Err(_) => {
+                assert!(std::time::Instant::now() < until, "no authentication error reported: {:?}", metrics.readiness());
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    };
+    assert!(reason.contains("SASL") || reason.contains("uthentication"), "{reason}");
+    shutdown.store(true, Ordering::Relaxed);
+    let reports = engine.join().unwrap().unwrap_or_default();
+    assert_eq!(vigil::kafka::total(&reports).records, 0, "records decided without authenticating");
+}

@@ -57,6 +57,19 @@ impl ConsumerContext for ClientLog {}
 pub(crate) struct DeliveryLog {
     pub worker: usize,
     pub failures: AtomicU64,
+    /// Why the broker refused our credentials, once it has: a wrong
+    /// password is not worth waiting out like a broker that is away.
+    pub authentication: std::sync::Mutex<Option<String>>,
+}
+
+impl DeliveryLog {
+    pub fn new(worker: usize) -> DeliveryLog {
+        DeliveryLog { worker, failures: AtomicU64::new(0), authentication: std::sync::Mutex::new(None) }
+    }
+
+    pub fn authentication_failure(&self) -> Option<String> {
+        self.authentication.lock().ok().and_then(|reason| reason.clone())
+    }
 }
 
 impl ClientContext for DeliveryLog {
@@ -65,6 +78,11 @@ impl ClientContext for DeliveryLog {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::Authentication) {
+            if let Ok(mut slot) = self.authentication.lock() {
+                *slot = Some(reason.to_owned());
+            }
+        }
         report_error(self.worker, "producer", &error, reason);
     }
 }

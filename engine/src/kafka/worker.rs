@@ -244,9 +244,18 @@ fn connect_producer(
     shutdown: &AtomicBool,
     metrics: &WorkerMetrics,
 ) -> Result<OutputProducer, String> {
-    let context = DeliveryLog { worker: index, failures: AtomicU64::new(0) };
-    let producer: OutputProducer =
-        client::producer(config, index).create_with_context(context).map_err(|e| format!("producer: {e}"))?;
+    let producer: OutputProducer = client::producer(config, index)
+        .create_with_context(DeliveryLog::new(index))
+        .map_err(|e| format!("producer: {e}"))?;
+    let refused = |producer: &OutputProducer| {
+        producer.context().authentication_failure().map(|reason| format!("authentication failed: {reason}"))
+    };
+    // Talks to the broker once, so that wrong credentials show at once.
+    if producer.client().fetch_metadata(Some(&config.topics.activity), METADATA_TIMEOUT).is_err() {
+        if let Some(reason) = refused(&producer) {
+            return Err(reason);
+        }
+    }
     if config.delivery == Delivery::ExactlyOnce {
         // Fences any older producer with this transactional id and aborts
         // what it left open.
@@ -255,6 +264,9 @@ fn connect_producer(
             match producer.init_transactions(INIT_TIMEOUT) {
                 Ok(()) => break,
                 Err(rdkafka::error::KafkaError::Transaction(e)) if e.is_retriable() && !e.is_fatal() => {
+                    if let Some(reason) = refused(&producer) {
+                        return Err(reason);
+                    }
                     tracing::warn!(worker = index, error = %e, "cannot initialise transactions yet");
                     metrics.set_phase(Phase::Unreachable(format!("init transactions: {e}")));
                     if !backoff.wait(shutdown) {
