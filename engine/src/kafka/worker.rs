@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::Producer;
@@ -28,6 +28,8 @@ use crate::source::{Record, Source};
 use crate::state::State;
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a worker logs its shadow ruleset's divergences.
+const SHADOW_SUMMARY_EVERY: Duration = Duration::from_secs(60);
 const INIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The state and counts as of the last commit.
@@ -142,6 +144,7 @@ struct Clients {
     outbox: Arc<Outbox>,
     source: KafkaSource,
     sink: KafkaSink,
+    shadow_logged: Instant,
 }
 
 impl Clients {
@@ -182,7 +185,7 @@ impl Clients {
         let sink = KafkaSink::new(Arc::clone(&outbox), Arc::clone(&activity), last, &config.topics)
             .with_signer(signer.map(Arc::new))
             .with_commit_histogram(Arc::clone(&metrics.commit));
-        Ok(Clients { index, metrics: Arc::clone(metrics), activity, outbox, source, sink })
+        Ok(Clients { index, metrics: Arc::clone(metrics), activity, outbox, source, sink, shadow_logged: Instant::now() })
     }
 
     fn broken(&self) -> bool {
@@ -192,6 +195,25 @@ impl Clients {
     }
 
     /// Batch after batch until shutdown or until a client fails for good.
+    /// Now and then, how a shadow ruleset diverges from the enforcing one
+    /// (committed decisions since start), for whoever watches the logs.
+    fn log_shadow(&mut self, pipeline: &Pipeline, stats: &Stats) {
+        let Some(candidate) = pipeline.shadow_rules() else { return };
+        if self.shadow_logged.elapsed() < SHADOW_SUMMARY_EVERY {
+            return;
+        }
+        self.shadow_logged = Instant::now();
+        let transitions: Vec<String> = stats.shadow_transitions.iter().map(|((a, b), n)| format!("{a}->{b} {n}")).collect();
+        let rules: Vec<String> = stats.shadow_rules.iter().map(|(rule, n)| format!("{rule} {n}")).collect();
+        tracing::info!(
+            worker = self.index,
+            candidate = candidate.version(),
+            transitions = transitions.join(", "),
+            rules = rules.join(", "),
+            "shadow divergences so far"
+        );
+    }
+
     fn serve(&mut self, mut pipeline: Option<&mut Pipeline>, saved: &mut Option<Saved>, shutdown: &AtomicBool) -> Served {
         let mut backoff = Backoff::new();
         loop {
@@ -207,6 +229,7 @@ impl Clients {
                         if let (Some(pipeline), Some(saved)) = (pipeline.as_deref(), saved.as_mut()) {
                             *saved = Saved::of(pipeline);
                             self.metrics.committed(&saved.stats);
+                            self.log_shadow(pipeline, &saved.stats);
                         }
                     }
                     backoff.reset();
