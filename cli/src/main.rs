@@ -21,6 +21,10 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Logs on stderr as `human` text or `json` lines (also `VIGIL_LOG_FORMAT`);
+    /// `RUST_LOG` directives choose what is logged.
+    #[arg(long, global = true, value_name = "FORMAT")]
+    log_format: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,12 +74,16 @@ impl<E: std::fmt::Display> From<E> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format.or_else(|| std::env::var("VIGIL_LOG_FORMAT").ok()).as_deref() {
+        None | Some("human") => logs.init(),
+        Some("json") => logs.json().flatten_event(true).init(),
+        Some(other) => {
+            eprintln!("error: `--log-format {other}`: expected `human` or `json`");
+            return ExitCode::from(2);
+        }
+    }
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Run(args) => run::run(args),

@@ -139,3 +139,27 @@ fn config_check_prints_the_effective_configuration_or_what_is_wrong_and_where() 
     assert_eq!(env.status.code(), Some(1));
     assert!(text(&env.stderr).contains("VIGIL_SIGNING__KEYFILE"), "{}", text(&env.stderr));
 }
+
+#[test]
+fn logs_can_be_json_lines_with_structured_fields() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("{e}"));
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"not an event\": 1}\n").unwrap_or_else(|e| unreachable!("{e}"));
+    // Serving /metrics logs its address as a field.
+    let run = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["--log-format", "json", "run", "--http", "127.0.0.1:0", "--input"])
+        .arg(&input)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap_or_else(|e| unreachable!("cannot run vigil: {e}"));
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    let lines: Vec<serde_json::Value> =
+        text(&run.stderr).lines().filter(|l| l.starts_with('{')).filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert!(!lines.is_empty(), "no JSON log line:\n{}", text(&run.stderr));
+    assert!(lines.iter().all(|l| l["level"].is_string() && l["message"].is_string()), "{lines:?}");
+    assert!(lines.iter().any(|l| l["address"].as_str().is_some_and(|a| a.starts_with("127.0.0.1:"))), "{lines:?}");
+    let bad = vigil(&["--log-format", "xml", "demo"]);
+    assert_eq!(bad.status.code(), Some(2));
+}

@@ -8,7 +8,7 @@
 //! brokers = "127.0.0.1:9092"
 //! group_id = "vigil"
 //! delivery = "exactly_once"      # or "at_least_once"
-//! commit_interval_ms = 50
+//! commit_interval = "50ms"
 //! workers = 2
 //! http = "127.0.0.1:9464"          # /metrics, /livez, /readyz
 //!
@@ -30,6 +30,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub mod env;
+mod span;
+
+pub use span::Span;
 
 /// How outputs and consumed offsets are tied together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -179,21 +182,21 @@ impl Default for Signing {
 
 /// The closed loop on revocations (`[acks]`): every revocation, quarantine
 /// or agent revocation waits for a subscriber's `enforced` on the acks
-/// topic; one still waiting after `deadline_ms` raises an OCSF alert and is
+/// topic; one still waiting after `deadline` raises an OCSF alert and is
 /// sent again, up to `max_reissues` times.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AckTracking {
     pub track: bool,
-    pub deadline_ms: u64,
+    pub deadline: Span,
     pub max_reissues: u32,
     /// Commands older than this when the tracker starts are not waited for.
-    pub lookback_s: u64,
+    pub lookback: Span,
 }
 
 impl Default for AckTracking {
     fn default() -> Self {
-        AckTracking { track: false, deadline_ms: 30_000, max_reissues: 3, lookback_s: 3_600 }
+        AckTracking { track: false, deadline: Span::millis(30_000), max_reissues: 3, lookback: Span::millis(3_600_000) }
     }
 }
 
@@ -208,7 +211,7 @@ pub struct KafkaConfig {
     pub delivery: Delivery,
     /// The longest an output waits for its transaction (exactly once) or its
     /// offset commit (at least once).
-    pub commit_interval_ms: u64,
+    pub commit_interval: Span,
     /// A transaction also ends after this many input records.
     pub commit_max_records: usize,
     /// Independent group members in this process, one thread each.
@@ -235,7 +238,7 @@ impl Default for KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
             group_id: "vigil".into(),
             delivery: Delivery::ExactlyOnce,
-            commit_interval_ms: 50,
+            commit_interval: Span::millis(50),
             commit_max_records: 20_000,
             workers: 1,
             topics: Topics::default(),
@@ -282,7 +285,7 @@ impl KafkaConfig {
     }
 
     pub fn commit_interval(&self) -> Duration {
-        Duration::from_millis(self.commit_interval_ms)
+        self.commit_interval.0
     }
 
     /// The schema id map of `[avro] ids`, checked.
@@ -316,8 +319,8 @@ impl KafkaConfig {
         if self.workers == 0 {
             return invalid("`workers` must be at least 1".into());
         }
-        if self.commit_interval_ms == 0 {
-            return invalid("`commit_interval_ms` must be at least 1".into());
+        if self.commit_interval.0.is_zero() {
+            return invalid("`commit_interval` must be at least 1ms".into());
         }
         if self.commit_max_records == 0 {
             return invalid("`commit_max_records` must be at least 1".into());
@@ -420,6 +423,30 @@ mod tests {
         result.err().map(|e| e.to_string()).unwrap_or_else(|| "accepted".into())
     }
 
+    /// The shipped example names every key and parses to the defaults.
+    #[test]
+    fn the_example_file_documents_every_key() {
+        let text = include_str!("../../vigil.example.toml");
+        assert_eq!(KafkaConfig::from_toml(text).ok(), Some(KafkaConfig::default()));
+        let Ok(toml::Value::Table(defaults)) = toml::Value::try_from(KafkaConfig::default()) else {
+            unreachable!("the configuration serializes to a table")
+        };
+        let mut keys = Vec::new();
+        for (key, value) in &defaults {
+            keys.push(key.clone());
+            if let toml::Value::Table(inner) = value {
+                keys.extend(inner.keys().cloned());
+            }
+        }
+        for optional in ["http", "registry", "schema_dir", "key", "caep_topic"] {
+            keys.push(optional.into());
+        }
+        for key in keys {
+            let named = [format!("{key} ="), format!("[{key}]"), format!(".{key}]")];
+            assert!(named.iter().any(|n| text.contains(n.as_str())), "`{key}` is not in vigil.example.toml");
+        }
+    }
+
     #[test]
     fn mistakes_name_their_key_and_where_it_is() {
         let unknown = failure(resolve_text("brokers = \"h:1\"\n\nworkres = 2\n", &[]));
@@ -427,6 +454,9 @@ mod tests {
 
         let env = failure(resolve_text("", &[("VIGIL_TOPICS__ACTIVTY", "x")]));
         assert!(env.contains("VIGIL_TOPICS__ACTIVTY") && env.contains("activty"), "{env}");
+
+        let duration = failure(resolve_text("\ncommit_interval = \"10 minutes\"\n", &[]));
+        assert!(duration.contains("commit_interval") && duration.contains("line 2") && duration.contains("10 minutes"), "{duration}");
 
         let typed = failure(resolve_text("", &[("VIGIL_WORKERS", "many")]));
         assert!(typed.contains("VIGIL_WORKERS"), "{typed}");

@@ -70,7 +70,7 @@ fn outage(kind: Outage) {
         }
         // Long batches and a slower stream: the crash almost surely hits
         // a batch that is open, rather than one being committed.
-        config.commit_interval_ms = 1000;
+        config.commit_interval = vigil::config::Span::millis(1000);
         pace = Duration::from_millis(50);
     }
     let lines = generate(&WorkloadSpec {

@@ -60,7 +60,7 @@ fn parse_args() -> Result<Args, Failure> {
         seconds: 20,
         workers: 2,
         partitions: 6,
-        commit_ms: KafkaConfig::default().commit_interval_ms,
+        commit_ms: KafkaConfig::default().commit_interval.as_millis(),
         deliveries: vec![Delivery::ExactlyOnce, Delivery::AtLeastOnce],
         pass_through: true,
     };
@@ -279,7 +279,7 @@ fn scenario(args: &Args, brokers: &str, delivery: Delivery, pass_through: bool, 
         brokers: brokers.to_owned(),
         group_id: format!("{name}-group"),
         delivery,
-        commit_interval_ms: args.commit_ms,
+        commit_interval: vigil::config::Span::millis(args.commit_ms),
         workers: args.workers,
         topics,
         ..KafkaConfig::default()

@@ -17,7 +17,7 @@ pub const TOP_LEVEL_KEYS: [&str; 15] = [
     "brokers",
     "group_id",
     "delivery",
-    "commit_interval_ms",
+    "commit_interval",
     "commit_max_records",
     "workers",
     "topics",

@@ -20,7 +20,7 @@
 //!
 //! Pending commands live in memory. The tracker commits no offsets: on start
 //! it reads both topics from the beginning and waits only for commands
-//! younger than `lookback_s`, so a restart forgets nothing recent.
+//! younger than `lookback`, so a restart forgets nothing recent.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -234,9 +234,9 @@ pub fn spawn(config: &KafkaConfig, shutdown: Arc<AtomicBool>) -> Result<(JoinHan
         control: config.topics.control.clone(),
         acks: config.topics.acks.clone(),
         alerts: config.topics.alerts.clone(),
-        deadline_ms: settings.deadline_ms as i64,
+        deadline_ms: settings.deadline.as_millis() as i64,
         max_reissues: settings.max_reissues,
-        oldest_ms: now_ms() - (settings.lookback_s as i64) * 1000,
+        oldest_ms: now_ms() - settings.lookback.as_millis() as i64,
         pending: BTreeMap::new(),
         enforced: HashMap::new(),
         keys: Signer::from_config(&config.signing)
