@@ -125,3 +125,29 @@ fn the_schema_refuses_what_ocsf_refuses() {
         assert!(!validator.is_valid(&bad), "the schema accepts {what}");
     }
 }
+
+/// The escalation of an unacknowledged revocation is a Detection Finding too.
+#[test]
+fn the_unacknowledged_revocation_finding_matches_the_schema() {
+    use vigil::verdict::{CommandKind, ControlCommand};
+    let validator = validator();
+    for task in [None, Some("t-1".to_owned())] {
+        let command = ControlCommand {
+            command_id: "c-1".into(),
+            issued_at: "2026-11-28T09:00:00Z".into(),
+            command: CommandKind::RevokeCredentials,
+            tenant: "acme".into(),
+            agent_id: "billing-bot".into(),
+            workload_id: "spiffe://acme.example/agents/billing-bot".into(),
+            task_id: task,
+            credential_ids: vec!["k-1".into()],
+            reason: "exfiltration".into(),
+            decision_id: "d-1".into(),
+            expires_at: None,
+        };
+        for (attempt, last) in [(1, false), (4, true)] {
+            let finding = vigil::decide::ocsf::unacknowledged(&command, attempt, last, 1_795_000_000_000);
+            assert_eq!(errors(&validator, &finding), BTreeMap::new(), "{finding}");
+        }
+    }
+}
