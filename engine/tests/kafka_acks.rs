@@ -49,7 +49,8 @@ fn revocations_are_verified_acknowledged_and_escalated_when_ignored() {
     std::fs::write(&key_file, keys.to_pkcs8_pem().unwrap().as_bytes()).unwrap();
     config.signing.key = Some(key_file);
     config.acks.track = true;
-    config.acks.deadline = vigil::config::Span::millis(2000);
+    // Long enough that a subscriber on a busy machine answers in time.
+    config.acks.deadline = vigil::config::Span::millis(5000);
     config.acks.max_reissues = 1;
 
     // The engine's revocations for this workload, as the file engine makes
