@@ -6,29 +6,16 @@
 
 mod support;
 
-use std::io::Cursor;
-use std::sync::atomic::AtomicBool;
 
 use serde_json::Value;
 use support::{config, decide, deadline, Broker, Collector, Engine, Input, TestProducer};
 use vigil::config::Delivery;
-use vigil::pipeline::{self, Pipeline};
-use vigil::rules::{RuleHost, RulesetSource};
 use vigil::sign::{self, KeyRing};
-use vigil::sink::jsonl::JsonlSink;
-use vigil::source::file::JsonlSource;
-use vigil::state::StateConfig;
 use vigil::workload::{generate, WorkloadSpec};
 
-/// The commands `vigil run --input` writes for `lines`, as JSON values.
+/// The commands `vigil run --input` writes for `lines`.
 fn file_commands(lines: &[String]) -> Vec<Value> {
-    let dir = tempfile::tempdir().unwrap();
-    let mut pipeline = Pipeline::new(RuleHost::compile(RulesetSource::shipped().unwrap()).unwrap(), StateConfig::default());
-    let mut source = JsonlSource::from_reader("input", Box::new(Cursor::new(lines.join("\n").into_bytes())));
-    let mut sink = JsonlSink::create(dir.path()).unwrap();
-    pipeline::run(&mut source, &mut pipeline, &mut sink, &AtomicBool::new(false)).unwrap();
-    let text = std::fs::read_to_string(dir.path().join("control.jsonl")).unwrap();
-    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    support::file_output(lines, "control.jsonl").iter().map(|l| serde_json::from_slice(l).unwrap()).collect()
 }
 
 #[test]

@@ -9,6 +9,35 @@ use crate::verdict::{ControlCommand, Decision, Verdict};
 /// The OCSF schema version the alerts follow.
 pub const OCSF_VERSION: &str = "1.3.0";
 
+/// What every Vigil finding is: an OCSF Detection Finding (class 2004),
+/// created. `fields` holds the rest.
+fn detection_finding(mut fields: Value) -> Value {
+    let class = [
+        ("activity_id", json!(1)),
+        ("activity_name", json!("Create")),
+        ("category_uid", json!(2)),
+        ("category_name", json!("Findings")),
+        ("class_uid", json!(2004)),
+        ("class_name", json!("Detection Finding")),
+        ("type_uid", json!(200401)),
+        ("type_name", json!("Detection Finding: Create")),
+    ];
+    for (key, value) in class {
+        fields[key] = value;
+    }
+    fields
+}
+
+/// The agent as a finding's actor, with its task as the session. OCSF has
+/// no null values: without a task there is no session.
+fn agent_actor(agent_id: &str, task_id: Option<&str>) -> Value {
+    let mut actor = json!({"user": {"uid": agent_id, "name": agent_id, "type_id": 99, "type": "AI Agent"}});
+    if let Some(task) = task_id {
+        actor["session"] = json!({"uid": task});
+    }
+    actor
+}
+
 fn severity_id(severity: Severity) -> (u8, &'static str) {
     match severity {
         Severity::Low => (2, "Low"),
@@ -87,22 +116,11 @@ pub fn finding<'a>(decision: &Decision, event: &ActivityEvent, meta: impl Fn(&st
         resources.push(resource);
     }
     // OCSF has no null values: absent tool or task means absent attributes.
-    let mut actor = json!({"user": {"uid": decision.agent_id, "name": decision.agent_id, "type_id": 99, "type": "AI Agent"}});
-    if let Some(task) = &decision.task_id {
-        actor["session"] = json!({"uid": task});
-    }
+    let mut actor = agent_actor(&decision.agent_id, decision.task_id.as_deref());
     if let Some(tool) = &event.tool {
         actor["app_name"] = json!(tool);
     }
-    Some(json!({
-        "activity_id": 1,
-        "activity_name": "Create",
-        "category_uid": 2,
-        "category_name": "Findings",
-        "class_uid": 2004,
-        "class_name": "Detection Finding",
-        "type_uid": 200401,
-        "type_name": "Detection Finding: Create",
+    Some(detection_finding(json!({
         "time": time,
         "severity_id": severity_id,
         "severity": severity_name,
@@ -144,7 +162,7 @@ pub fn finding<'a>(decision: &Decision, event: &ActivityEvent, meta: impl Fn(&st
             "decision": decision.decision.as_str(),
             "rules": rules,
         },
-    }))
+    })))
 }
 
 /// The finding for a revocation no subscriber acknowledged in time: the
@@ -157,19 +175,8 @@ pub fn unacknowledged(command: &ControlCommand, attempt: u32, final_attempt: boo
     } else {
         format!("{} `{}` unacknowledged; sent again", command.command.as_str(), command.command_id)
     };
-    let mut actor = json!({"user": {"uid": command.agent_id, "name": command.agent_id, "type_id": 99, "type": "AI Agent"}});
-    if let Some(task) = &command.task_id {
-        actor["session"] = json!({"uid": task});
-    }
-    json!({
-        "activity_id": 1,
-        "activity_name": "Create",
-        "category_uid": 2,
-        "category_name": "Findings",
-        "class_uid": 2004,
-        "class_name": "Detection Finding",
-        "type_uid": 200401,
-        "type_name": "Detection Finding: Create",
+    let actor = agent_actor(&command.agent_id, command.task_id.as_deref());
+    detection_finding(json!({
         "time": time,
         "severity_id": 5,
         "severity": "Critical",
@@ -199,5 +206,5 @@ pub fn unacknowledged(command: &ControlCommand, attempt: u32, final_attempt: boo
             "credential_ids": command.credential_ids,
             "attempt": attempt,
         },
-    })
+    }))
 }

@@ -444,3 +444,23 @@ pub fn write_lines(path: &Path, lines: &[String]) {
         writeln!(file, "{line}").unwrap();
     }
 }
+
+/// What `vigil run --input` writes to `file` (`decisions.jsonl`,
+/// `control.jsonl`, …) for `lines`, one entry per line: the file engine the
+/// Kafka engine must agree with.
+pub fn file_output(lines: &[String], file: &str) -> Vec<Vec<u8>> {
+    use vigil::pipeline::{self, Pipeline};
+    use vigil::rules::RuleHost;
+    use vigil::sink::jsonl::JsonlSink;
+    use vigil::source::file::JsonlSource;
+    use vigil::state::StateConfig;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut pipeline = Pipeline::new(RuleHost::compile(RulesetSource::shipped().unwrap()).unwrap(), StateConfig::default());
+    let text = lines.join("\n").into_bytes();
+    let mut source = JsonlSource::from_reader("input", Box::new(std::io::Cursor::new(text)));
+    let mut sink = JsonlSink::create(dir.path()).unwrap();
+    pipeline::run(&mut source, &mut pipeline, &mut sink, &std::sync::atomic::AtomicBool::new(false)).unwrap();
+    let text = std::fs::read(dir.path().join(file)).unwrap();
+    text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect()
+}
