@@ -373,7 +373,17 @@ impl Collector {
     pub fn drain(&mut self, deadline: Instant) {
         let mut ends = std::collections::BTreeMap::new();
         for p in 0..self.partitions as i32 {
-            let (_, high) = self.consumer.fetch_watermarks(&self.topic, p, Duration::from_secs(10)).unwrap();
+            // Right after a broker restart the client may not know the
+            // partition yet: ask again until it does.
+            let high = loop {
+                match self.consumer.fetch_watermarks(&self.topic, p, Duration::from_secs(10)) {
+                    Ok((_, high)) => break high,
+                    Err(e) => {
+                        assert!(Instant::now() < deadline, "{}: no watermarks: {e}", self.topic);
+                        self.poll(Duration::from_millis(100));
+                    }
+                }
+            };
             ends.insert(p, high);
         }
         let mut at_end = std::collections::BTreeSet::new();
