@@ -267,16 +267,6 @@ pub enum ConfigError {
 }
 
 impl KafkaConfig {
-    pub fn load(path: &Path) -> Result<KafkaConfig, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.to_path_buf(), error })?;
-        KafkaConfig::from_toml(&text)
-            .map_err(|error| match error {
-                ConfigError::Parse { error, .. } => ConfigError::Parse { path: path.to_path_buf(), error },
-                other => other,
-            })
-    }
-
     pub fn from_toml(text: &str) -> Result<KafkaConfig, ConfigError> {
         let config: KafkaConfig =
             toml::from_str(text).map_err(|error| ConfigError::Parse { path: PathBuf::new(), error: Box::new(error) })?;

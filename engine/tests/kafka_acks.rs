@@ -31,11 +31,7 @@ fn tracked(command: &ControlCommand) -> bool {
 fn revocations_are_verified_acknowledged_and_escalated_when_ignored() {
     let broker = Broker::shared();
     let mut config = config(&broker.brokers, "acks", 1, Delivery::ExactlyOnce);
-    let keys_dir = tempfile::tempdir().unwrap();
-    let keys = KeyRing::generate();
-    let key_file = keys_dir.path().join("signing-key.pem");
-    std::fs::write(&key_file, keys.to_pkcs8_pem().unwrap().as_bytes()).unwrap();
-    config.signing.key = Some(key_file);
+    let (_keys_dir, keys) = support::sign_with_new_key(&mut config);
     config.acks.track = true;
     // Long enough that a subscriber on a busy machine answers in time.
     config.acks.deadline = vigil::config::Span::millis(5000);

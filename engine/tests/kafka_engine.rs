@@ -6,48 +6,24 @@
 
 mod support;
 
-use std::io::Cursor;
-use std::sync::atomic::AtomicBool;
-
 use serde_json::json;
 use support::{config, decide, deadline, event_ids, Broker, Collector, Engine, Input, TestProducer};
 use vigil::config::Delivery;
 use vigil::decode::avro::{encode_wire, ACTIVITY_EVENT_AVSC, ACTIVITY_EVENT_ID};
-use vigil::pipeline::{self, Pipeline};
-use vigil::rules::{RuleHost, RulesetSource};
-use vigil::sink::jsonl::{JsonlSink, FILES};
-use vigil::source::file::JsonlSource;
-use vigil::state::StateConfig;
+use vigil::sink::jsonl::FILES;
 use vigil::workload::{generate, WorkloadSpec};
 
 fn small_workload() -> Vec<String> {
     generate(&WorkloadSpec { tenants: 1, agents_per_tenant: 2, tasks_per_agent: 2, actions_per_task: 5, ..WorkloadSpec::default() })
 }
 
-/// What `vigil run --input` writes for `lines`: decisions, alerts, control
-/// and dlq, one entry per line.
-fn file_outputs(lines: &[String]) -> Vec<Vec<Vec<u8>>> {
-    let dir = tempfile::tempdir().unwrap();
-    let mut pipeline = Pipeline::new(RuleHost::compile(RulesetSource::shipped().unwrap()).unwrap(), StateConfig::default());
-    let text = lines.join("\n").into_bytes();
-    let mut source = JsonlSource::from_reader("input", Box::new(Cursor::new(text)));
-    let mut sink = JsonlSink::create(dir.path()).unwrap();
-    pipeline::run(&mut source, &mut pipeline, &mut sink, &AtomicBool::new(false)).unwrap();
-    FILES
-        .iter()
-        .map(|name| {
-            let text = std::fs::read(dir.path().join(name)).unwrap();
-            text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect()
-        })
-        .collect()
-}
 
 #[test]
 fn the_demo_workload_gives_the_bytes_the_file_engine_gives() {
     let broker = Broker::shared();
     let config = config(&broker.brokers, "same-bytes", 1, Delivery::ExactlyOnce);
     let lines = small_workload();
-    let expected = file_outputs(&lines);
+    let expected = support::file_outputs(&lines);
     assert!(expected[0].len() > 50 && !expected[1].is_empty() && !expected[2].is_empty());
     assert_eq!(expected[3].len(), 4, "the workload has four malformed lines");
 
@@ -223,7 +199,7 @@ fn at_least_once_delivers_every_decision() {
     let mut config = config(&broker.brokers, "at-least-once", 3, Delivery::AtLeastOnce);
     config.workers = 2;
     let lines = small_workload();
-    let mut expected: Vec<String> = file_outputs(&lines)[0]
+    let mut expected: Vec<String> = support::file_outputs(&lines)[0]
         .iter()
         .map(|d| serde_json::from_slice::<serde_json::Value>(d).unwrap()["event_id"].as_str().unwrap().to_owned())
         .collect();

@@ -6,30 +6,13 @@
 
 mod support;
 
-use std::io::Cursor;
-use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use support::{config, decide, deadline, event_ids, Broker, Collector, Engine, Input, TestProducer};
 use vigil::config::Delivery;
-use vigil::pipeline::{self, Pipeline};
-use vigil::rules::{RuleHost, RulesetSource};
-use vigil::sink::jsonl::JsonlSink;
-use vigil::source::file::JsonlSource;
-use vigil::state::StateConfig;
 use vigil::workload::{generate, WorkloadSpec};
 
-/// The decisions the file engine writes for `lines`, one JSON text each.
-fn file_decisions(lines: &[String]) -> Vec<Vec<u8>> {
-    let dir = tempfile::tempdir().unwrap();
-    let mut pipeline = Pipeline::new(RuleHost::compile(RulesetSource::shipped().unwrap()).unwrap(), StateConfig::default());
-    let mut source = JsonlSource::from_reader("input", Box::new(Cursor::new(lines.join("\n").into_bytes())));
-    let mut sink = JsonlSink::create(dir.path()).unwrap();
-    pipeline::run(&mut source, &mut pipeline, &mut sink, &AtomicBool::new(false)).unwrap();
-    let text = std::fs::read(dir.path().join("decisions.jsonl")).unwrap();
-    text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect()
-}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Outage {
@@ -80,7 +63,7 @@ fn outage(kind: Outage) {
         actions_per_task: 40,
         ..WorkloadSpec::default()
     });
-    let expected = file_decisions(&lines);
+    let expected = support::file_output(&lines, "decisions.jsonl");
     let expected_ids = {
         let mut ids: Vec<String> = expected
             .iter()

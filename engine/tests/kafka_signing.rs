@@ -22,11 +22,7 @@ fn file_commands(lines: &[String]) -> Vec<Value> {
 fn every_command_on_kafka_is_signed_and_offered_as_caep() {
     let broker = Broker::shared();
     let mut config = config(&broker.brokers, "signing", 1, Delivery::ExactlyOnce);
-    let keys_dir = tempfile::tempdir().unwrap();
-    let keys = KeyRing::generate();
-    let key_file = keys_dir.path().join("signing-key.pem");
-    std::fs::write(&key_file, keys.to_pkcs8_pem().unwrap().as_bytes()).unwrap();
-    config.signing.key = Some(key_file);
+    let (_keys_dir, keys) = support::sign_with_new_key(&mut config);
     config.signing.caep_topic = Some(format!("{}.caep", config.group_id));
     vigil::kafka::create_topics(&config).unwrap();
 

@@ -189,7 +189,7 @@ impl AvroDecoder {
         }
         let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
         let schema = self.schema(id)?;
-        let mut datum = Datum { bytes: &bytes[HEADER_LEN..], read: 0, overran: false };
+        let mut datum = Datum::new(&bytes[HEADER_LEN..]);
         let value = apache_avro::from_avro_datum(&schema, &mut datum, None);
         if datum.overran {
             return Err(DecodeError::Avro(format!("datum of schema {id} is truncated")));
@@ -295,10 +295,27 @@ fn raw_fields(value: Value) -> Result<RawRecord, apache_avro::Error> {
 /// past its end. apache-avro reads a union index or a string body cut off by
 /// the end of input as null rather than failing, so without this a truncated
 /// record would decode as a shorter, valid one with its last fields missing.
-struct Datum<'a> {
+/// Replay reads container files through it too.
+pub struct Datum<'a> {
     bytes: &'a [u8],
     read: usize,
     overran: bool,
+}
+
+impl<'a> Datum<'a> {
+    pub fn new(bytes: &'a [u8]) -> Datum<'a> {
+        Datum { bytes, read: 0, overran: false }
+    }
+
+    /// Bytes the decoder took.
+    pub fn consumed(&self) -> usize {
+        self.read
+    }
+
+    /// Whether the decoder asked for more bytes than there were.
+    pub fn overran(&self) -> bool {
+        self.overran
+    }
 }
 
 impl Read for Datum<'_> {

@@ -455,10 +455,9 @@ pub fn write_lines(path: &Path, lines: &[String]) {
     }
 }
 
-/// What `vigil run --input` writes to `file` (`decisions.jsonl`,
-/// `control.jsonl`, …) for `lines`, one entry per line: the file engine the
-/// Kafka engine must agree with.
-pub fn file_output(lines: &[String], file: &str) -> Vec<Vec<u8>> {
+/// Runs the file engine (`vigil run --input`) on `lines`; its output files
+/// are in the returned folder.
+fn run_file_engine(lines: &[String]) -> tempfile::TempDir {
     use vigil::pipeline::{self, Pipeline};
     use vigil::rules::RuleHost;
     use vigil::sink::jsonl::JsonlSink;
@@ -471,6 +470,35 @@ pub fn file_output(lines: &[String], file: &str) -> Vec<Vec<u8>> {
     let mut source = JsonlSource::from_reader("input", Box::new(std::io::Cursor::new(text)));
     let mut sink = JsonlSink::create(dir.path()).unwrap();
     pipeline::run(&mut source, &mut pipeline, &mut sink, &std::sync::atomic::AtomicBool::new(false)).unwrap();
-    let text = std::fs::read(dir.path().join(file)).unwrap();
+    dir
+}
+
+fn lines_of(path: &Path) -> Vec<Vec<u8>> {
+    let text = std::fs::read(path).unwrap();
     text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect()
+}
+
+/// What `vigil run --input` writes to `file` (`decisions.jsonl`,
+/// `control.jsonl`, …) for `lines`, one entry per line: the file engine the
+/// Kafka engine must agree with.
+pub fn file_output(lines: &[String], file: &str) -> Vec<Vec<u8>> {
+    lines_of(&run_file_engine(lines).path().join(file))
+}
+
+/// Every output file of `vigil run --input` for `lines`, in the order of
+/// [`vigil::sink::jsonl::FILES`].
+pub fn file_outputs(lines: &[String]) -> Vec<Vec<Vec<u8>>> {
+    let dir = run_file_engine(lines);
+    vigil::sink::jsonl::FILES.iter().map(|name| lines_of(&dir.path().join(name))).collect()
+}
+
+/// A fresh signing key, written where `config.signing.key` now points; the
+/// folder lives as long as the returned guard.
+pub fn sign_with_new_key(config: &mut KafkaConfig) -> (tempfile::TempDir, vigil::sign::KeyRing) {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = vigil::sign::KeyRing::generate();
+    let key_file = dir.path().join("signing-key.pem");
+    std::fs::write(&key_file, keys.to_pkcs8_pem().unwrap().as_bytes()).unwrap();
+    config.signing.key = Some(key_file);
+    (dir, keys)
 }

@@ -20,7 +20,7 @@ use std::rc::Rc;
 
 use apache_avro::Schema;
 use flate2::read::DeflateDecoder;
-use vigil::decode::avro::{decode_value, MAX_AVRO_ALLOCATION};
+use vigil::decode::avro::{decode_value, Datum, MAX_AVRO_ALLOCATION};
 
 use super::{Counting, InputDigest, Item, ReadProgress, ReplaySource};
 use crate::ReplayError;
@@ -82,27 +82,6 @@ fn read_long(r: &mut impl Read) -> std::io::Result<Option<i64>> {
 
 fn corrupt(path: &str, what: impl std::fmt::Display) -> ReplayError {
     ReplayError::Input(format!("`{path}` is not a readable avro container: {what}"))
-}
-
-/// A datum's bytes, noting a read past their end: apache-avro reads some
-/// values cut off by the end of input as null instead of failing.
-struct Datum<'a> {
-    bytes: &'a [u8],
-    read: usize,
-    overran: bool,
-}
-
-impl Read for Datum<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let rest = &self.bytes[self.read..];
-        let n = rest.len().min(buf.len());
-        buf[..n].copy_from_slice(&rest[..n]);
-        self.read += n;
-        if n < buf.len() {
-            self.overran = true;
-        }
-        Ok(n)
-    }
 }
 
 impl OcfInput {
@@ -235,16 +214,16 @@ impl ReplaySource for OcfInput {
                 return Ok(None);
             }
         }
-        let mut datum = Datum { bytes: &self.block[self.at..], read: 0, overran: false };
+        let mut datum = Datum::new(&self.block[self.at..]);
         let value = apache_avro::from_avro_datum(&self.schema, &mut datum, None);
-        if datum.overran {
+        if datum.overran() {
             return Err(corrupt(&self.path, format!("record {} is cut off by the end of its block", self.position + 1)));
         }
         // Without a length per datum, one that does not match the schema
         // leaves no way to find the next: the file cannot be read on.
         let value = value.map_err(|e| corrupt(&self.path, format!("record {}: {e}", self.position + 1)))?;
-        let payload = &self.block[self.at..self.at + datum.read];
-        self.at += datum.read;
+        let payload = &self.block[self.at..self.at + datum.consumed()];
+        self.at += datum.consumed();
         self.left_in_block -= 1;
         self.position += 1;
         self.digest.update(payload);
