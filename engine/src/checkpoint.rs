@@ -1,7 +1,12 @@
-//! Checkpoints: the state's changed entries and the consumed offsets, written
-//! in one atomic transaction, so a restart resumes exactly where the state
-//! was (Arroyo's rule: the checkpoint, not the consumer group, owns the
-//! offsets).
+//! Checkpoints: the state's changed entries, and how far into the
+//! changelog they reach, written in one atomic transaction.
+//!
+//! On Kafka the changelog topic is the state's source of truth: every
+//! change is in it, in the same transaction as the outputs and the input
+//! offsets it answers for. The local store is a cache of it, so that a
+//! restart reads only the changelog's tail rather than all of it. Entries
+//! are stored under their activity partition, so a worker that is assigned
+//! a partition loads just that partition's agents.
 //!
 //! The store is a small trait; [`RedbStore`] is the one the engine uses (see
 //! the README's design notes and BENCHMARKS.md for why redb over sled).
@@ -9,19 +14,23 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::state::{RestoreError, State, StateConfig};
+use crate::state::{Change, RestoreError, State, StateConfig};
 
-/// The snapshot layout this build writes and reads. Bump it when an entry's
-/// encoding changes; an older or newer snapshot is then refused whole.
-pub const FORMAT_VERSION: u64 = 1;
+/// The snapshot layout this build writes and reads, in the store and on the
+/// changelog. Bump it when an entry's encoding changes; an older or newer
+/// snapshot is then refused whole.
+pub const FORMAT_VERSION: u64 = 2;
 
-/// Consumed positions: (topic, partition) → the next offset to read.
+/// Positions: (topic, partition) → the next offset to read.
 pub type Offsets = BTreeMap<(String, i32), i64>;
+
+/// One partition's stored entries: (entry key, encoded value).
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// What a store holds.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Stored {
-    pub entries: Vec<(Vec<u8>, Vec<u8>)>,
+    pub partitions: BTreeMap<i32, Entries>,
     pub offsets: Offsets,
 }
 
@@ -38,27 +47,53 @@ pub enum CheckpointError {
     Restore(#[from] RestoreError),
 }
 
-/// An embedded store for state entries and offsets.
-pub trait CheckpointStore {
-    /// Applies `changes` (a value, or `None` to delete) and records `offsets`,
-    /// atomically: after a crash either all of it is there or none.
-    fn commit(&mut self, changes: &[(Vec<u8>, Option<Vec<u8>>)], offsets: &Offsets) -> Result<(), CheckpointError>;
+/// An embedded store for state entries and positions. Workers of one
+/// process share it; each writes only the partitions it holds.
+pub trait CheckpointStore: Send + Sync {
+    /// Applies `changes` (a value, or `None` to delete) and records
+    /// `offsets`, atomically: after a crash either all of it is there or
+    /// none.
+    fn commit(&self, changes: &[Change], offsets: &Offsets) -> Result<(), CheckpointError>;
 
     /// Everything stored.
     fn load(&self) -> Result<Stored, CheckpointError>;
+
+    /// The entries stored for one partition.
+    fn load_partition(&self, partition: i32) -> Result<Entries, CheckpointError>;
+
+    /// The positions stored.
+    fn offsets(&self) -> Result<Offsets, CheckpointError>;
 }
 
-/// Writes what changed in `state` since the last checkpoint, with `offsets`.
-pub fn checkpoint(state: &mut State, store: &mut dyn CheckpointStore, offsets: &Offsets) -> Result<usize, CheckpointError> {
-    let changes = state.take_changes();
+/// The store key of a change: its partition, big-endian, then the entry key.
+pub fn store_key(partition: i32, key: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(4 + key.len());
+    bytes.extend_from_slice(&partition.to_be_bytes());
+    bytes.extend_from_slice(key);
+    bytes
+}
+
+/// Splits a store key into its partition and entry key.
+pub fn split_key(bytes: &[u8]) -> Option<(i32, &[u8])> {
+    let partition = i32::from_be_bytes(bytes.get(..4)?.try_into().ok()?);
+    Some((partition, &bytes[4..]))
+}
+
+/// Writes what changed in `state` since the last checkpoint (one
+/// partition, as on files), with `offsets`.
+pub fn checkpoint(state: &mut State, store: &dyn CheckpointStore, offsets: &Offsets) -> Result<usize, CheckpointError> {
+    let changes = state.take_changes(&[0]);
     store.commit(&changes, offsets)?;
     Ok(changes.len())
 }
 
-/// Rebuilds the state and the offsets to resume from.
+/// Rebuilds the state of every stored partition and the positions to resume from.
 pub fn restore(store: &dyn CheckpointStore, config: StateConfig) -> Result<(State, Offsets), CheckpointError> {
     let stored = store.load()?;
-    let state = State::restore(config, stored.entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))?;
+    let mut state = State::new(config);
+    for (partition, entries) in &stored.partitions {
+        state.absorb(*partition, entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))?;
+    }
     Ok((state, stored.offsets))
 }
 
@@ -111,15 +146,16 @@ mod redb_store {
     }
 
     impl CheckpointStore for RedbStore {
-        fn commit(&mut self, changes: &[(Vec<u8>, Option<Vec<u8>>)], offsets: &Offsets) -> Result<(), CheckpointError> {
+        fn commit(&self, changes: &[Change], offsets: &Offsets) -> Result<(), CheckpointError> {
             let write = |e: &dyn std::fmt::Display| CheckpointError::Write(e.to_string());
             let txn = self.db.begin_write().map_err(|e| write(&e))?;
             {
                 let mut entries = txn.open_table(ENTRIES).map_err(|e| write(&e))?;
-                for (k, v) in changes {
-                    match v {
-                        Some(v) => entries.insert(k.as_slice(), v.as_slice()).map(drop),
-                        None => entries.remove(k.as_slice()).map(drop),
+                for change in changes {
+                    let key = store_key(change.partition, &change.key);
+                    match &change.value {
+                        Some(v) => entries.insert(key.as_slice(), v.as_slice()).map(drop),
+                        None => entries.remove(key.as_slice()).map(drop),
                     }
                     .map_err(|e| write(&e))?;
                 }
@@ -134,19 +170,43 @@ mod redb_store {
         fn load(&self) -> Result<Stored, CheckpointError> {
             let unreadable = |e: &dyn std::fmt::Display| CheckpointError::Unreadable { path: self.path.clone(), reason: e.to_string() };
             let txn = self.db.begin_read().map_err(|e| unreadable(&e))?;
-            let entries_table = txn.open_table(ENTRIES).map_err(|e| unreadable(&e))?;
-            let mut stored = Stored::default();
-            for item in entries_table.iter().map_err(|e| unreadable(&e))? {
+            let table = txn.open_table(ENTRIES).map_err(|e| unreadable(&e))?;
+            let mut stored = Stored { offsets: self.offsets()?, ..Stored::default() };
+            for item in table.iter().map_err(|e| unreadable(&e))? {
                 let (k, v) = item.map_err(|e| unreadable(&e))?;
-                stored.entries.push((k.value().to_vec(), v.value().to_vec()));
-            }
-            let offsets_table = txn.open_table(OFFSETS).map_err(|e| unreadable(&e))?;
-            for item in offsets_table.iter().map_err(|e| unreadable(&e))? {
-                let (k, v) = item.map_err(|e| unreadable(&e))?;
-                let (topic, partition) = k.value();
-                stored.offsets.insert((topic.to_owned(), partition), v.value());
+                let (partition, key) = split_key(k.value()).ok_or_else(|| unreadable(&"a key without a partition"))?;
+                stored.partitions.entry(partition).or_default().push((key.to_vec(), v.value().to_vec()));
             }
             Ok(stored)
+        }
+
+        fn load_partition(&self, partition: i32) -> Result<Entries, CheckpointError> {
+            let unreadable = |e: &dyn std::fmt::Display| CheckpointError::Unreadable { path: self.path.clone(), reason: e.to_string() };
+            let txn = self.db.begin_read().map_err(|e| unreadable(&e))?;
+            let table = txn.open_table(ENTRIES).map_err(|e| unreadable(&e))?;
+            let from = partition.to_be_bytes();
+            let mut entries = Vec::new();
+            for item in table.range::<&[u8]>(from.as_slice()..).map_err(|e| unreadable(&e))? {
+                let (k, v) = item.map_err(|e| unreadable(&e))?;
+                match split_key(k.value()) {
+                    Some((p, key)) if p == partition => entries.push((key.to_vec(), v.value().to_vec())),
+                    _ => break,
+                }
+            }
+            Ok(entries)
+        }
+
+        fn offsets(&self) -> Result<Offsets, CheckpointError> {
+            let unreadable = |e: &dyn std::fmt::Display| CheckpointError::Unreadable { path: self.path.clone(), reason: e.to_string() };
+            let txn = self.db.begin_read().map_err(|e| unreadable(&e))?;
+            let table = txn.open_table(OFFSETS).map_err(|e| unreadable(&e))?;
+            let mut offsets = Offsets::new();
+            for item in table.iter().map_err(|e| unreadable(&e))? {
+                let (k, v) = item.map_err(|e| unreadable(&e))?;
+                let (topic, partition) = k.value();
+                offsets.insert((topic.to_owned(), partition), v.value());
+            }
+            Ok(offsets)
         }
     }
 }
@@ -197,8 +257,8 @@ mod tests {
         for (i, chunk) in lines.chunks(37).enumerate() {
             outputs.extend(decide(&mut p, chunk));
             offsets.insert(("agent.activity".into(), 0), ((i + 1) * 37) as i64);
-            let mut store = RedbStore::open(&path).unwrap_or_else(|e| unreachable!("{e}"));
-            checkpoint(&mut p.state, &mut store, &offsets).unwrap_or_else(|e| unreachable!("{e}"));
+            let store = RedbStore::open(&path).unwrap_or_else(|e| unreachable!("{e}"));
+            checkpoint(&mut p.state, &store, &offsets).unwrap_or_else(|e| unreachable!("{e}"));
             drop(store);
             // A "restart" after every checkpoint: the state comes back from disk.
             let store = RedbStore::open(&path).unwrap_or_else(|e| unreachable!("{e}"));
@@ -224,8 +284,8 @@ mod tests {
         let mut p = pipeline(None);
         let spec = WorkloadSpec { tenants: 1, agents_per_tenant: 50, tasks_per_agent: 1, actions_per_task: 5, ..WorkloadSpec::default() };
         decide(&mut p, &generate(&spec));
-        let mut store = RedbStore::open(&path).unwrap_or_else(|e| unreachable!("{e}"));
-        checkpoint(&mut p.state, &mut store, &Offsets::new()).unwrap_or_else(|e| unreachable!("{e}"));
+        let store = RedbStore::open(&path).unwrap_or_else(|e| unreachable!("{e}"));
+        checkpoint(&mut p.state, &store, &Offsets::new()).unwrap_or_else(|e| unreachable!("{e}"));
         drop(store);
         let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap_or_else(|e| unreachable!("{e}"));
@@ -251,6 +311,6 @@ mod tests {
             txn.commit().unwrap_or_else(|e| unreachable!("{e}"));
         }
         let err = RedbStore::open(&path).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err.contains("snapshot format v2"), "{err}");
+        assert!(err.contains(&format!("snapshot format v{}", FORMAT_VERSION + 1)), "{err}");
     }
 }

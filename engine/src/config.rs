@@ -80,6 +80,8 @@ pub struct Topics {
     pub shadow: String,
     /// Subscribers' acknowledgements of control commands.
     pub acks: String,
+    /// The state's changes, compacted, one partition per activity partition.
+    pub changelog: String,
 }
 
 impl Default for Topics {
@@ -93,6 +95,7 @@ impl Default for Topics {
             dlq: "vigil.dlq".into(),
             shadow: "vigil.shadow".into(),
             acks: "vigil.acks".into(),
+            changelog: "vigil.changelog".into(),
         }
     }
 }
@@ -110,11 +113,12 @@ impl Topics {
             dlq: format!("{prefix}.dlq"),
             shadow: format!("{prefix}.shadow"),
             acks: format!("{prefix}.acks"),
+            changelog: format!("{prefix}.changelog"),
         }
     }
 
     /// Every topic with the role it plays, inputs first.
-    pub fn all(&self) -> [(&'static str, &str); 8] {
+    pub fn all(&self) -> [(&'static str, &str); 9] {
         [
             ("activity", &self.activity),
             ("signals", &self.signals),
@@ -124,6 +128,7 @@ impl Topics {
             ("dlq", &self.dlq),
             ("shadow", &self.shadow),
             ("acks", &self.acks),
+            ("changelog", &self.changelog),
         ]
     }
 }
@@ -200,6 +205,25 @@ impl Default for AckTracking {
     }
 }
 
+/// The local checkpoint store (`[checkpoint]`): a cache of the changelog
+/// that makes restarts read only its tail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Checkpoints {
+    /// Where the store lives (one file for all workers); no local store
+    /// when absent, and a restart reads the whole changelog.
+    pub dir: Option<PathBuf>,
+    /// How often each worker writes what changed since its last checkpoint;
+    /// it also writes when partitions are revoked and at shutdown.
+    pub interval: Span,
+}
+
+impl Default for Checkpoints {
+    fn default() -> Self {
+        Checkpoints { dir: None, interval: Span::millis(10_000) }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
@@ -208,6 +232,11 @@ pub struct KafkaConfig {
     /// The consumer group of the activity topic; also the prefix of each
     /// worker's `transactional.id` (`<group_id>-<worker>`).
     pub group_id: String,
+    /// Names this process among the instances of one group: part of each
+    /// worker's `transactional.id` (`<group_id>-<instance_id>-<worker>`).
+    /// Keep it stable across restarts, so a restarted instance fences its
+    /// crashed predecessor, and different between instances.
+    pub instance_id: Option<String>,
     pub delivery: Delivery,
     /// The longest an output waits for its transaction (exactly once) or its
     /// offset commit (at least once).
@@ -221,6 +250,7 @@ pub struct KafkaConfig {
     pub avro: AvroSettings,
     pub signing: Signing,
     pub acks: AckTracking,
+    pub checkpoint: Checkpoints,
     /// librdkafka properties for every client (consumers and producers).
     pub properties: BTreeMap<String, String>,
     /// librdkafka properties for the consumers only.
@@ -237,6 +267,7 @@ impl Default for KafkaConfig {
         KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
             group_id: "vigil".into(),
+            instance_id: None,
             delivery: Delivery::ExactlyOnce,
             commit_interval: Span::millis(50),
             commit_max_records: 20_000,
@@ -246,6 +277,7 @@ impl Default for KafkaConfig {
             avro: AvroSettings::default(),
             signing: Signing::default(),
             acks: AckTracking::default(),
+            checkpoint: Checkpoints::default(),
             properties: BTreeMap::new(),
             consumer_properties: BTreeMap::new(),
             producer_properties: BTreeMap::new(),
@@ -305,6 +337,12 @@ impl KafkaConfig {
         }
         if self.group_id.trim().is_empty() {
             return invalid("`group_id` is empty".into());
+        }
+        if self.instance_id.as_ref().is_some_and(|id| id.trim().is_empty()) {
+            return invalid("`instance_id` is empty".into());
+        }
+        if self.checkpoint.interval.0.is_zero() {
+            return invalid("`checkpoint.interval` must be at least 1ms".into());
         }
         if self.workers == 0 {
             return invalid("`workers` must be at least 1".into());

@@ -23,6 +23,7 @@
 pub mod acks;
 pub mod admin;
 mod backoff;
+pub mod changelog;
 pub(crate) mod client;
 pub(crate) mod outbox;
 pub(crate) mod rebalance;
@@ -34,6 +35,7 @@ use std::sync::Arc;
 
 pub use admin::{create_topics, TopicOutcome};
 
+use crate::checkpoint::{CheckpointStore, RedbStore};
 use crate::config::{ConfigError, KafkaConfig};
 use crate::decode::avro::AvroDecoder;
 use crate::pipeline::Stats;
@@ -54,6 +56,8 @@ pub enum KafkaEngineError {
     Avro(String),
     #[error("signing key: {0}")]
     Signing(String),
+    #[error("checkpoint store: {0}")]
+    Checkpoint(String),
     #[error("worker {worker} stopped: {reason}")]
     Worker { worker: usize, reason: String },
 }
@@ -85,6 +89,10 @@ pub struct WorkerReport {
     pub aborts: u64,
     /// How often the worker rebuilt its clients after a fatal error.
     pub restarts: u64,
+    /// State entries rebuilt from the local store on assignment.
+    pub restored_from_store: u64,
+    /// Changelog records read to rebuild state on assignment.
+    pub restored_from_changelog: u64,
 }
 
 /// The decoder for Avro inputs: the shipped schemas, or `[avro]
@@ -99,6 +107,31 @@ pub fn avro_decoder(config: &KafkaConfig) -> Result<AvroDecoder, KafkaEngineErro
         Some(url) => decoder.and_registry(url).map_err(avro),
         None => Ok(decoder),
     }
+}
+
+/// The file of the local checkpoint store in `[checkpoint] dir`.
+pub const STORE_FILE: &str = "state.redb";
+
+/// The local checkpoint store of `[checkpoint] dir`, shared by the
+/// workers, read through once to know it is whole. A store that is
+/// unreadable, torn or of another format is moved aside (`.refused`) and
+/// replaced by an empty one: the changelog holds everything it did.
+pub fn open_store(config: &KafkaConfig) -> Result<worker::Store, KafkaEngineError> {
+    let Some(dir) = &config.checkpoint.dir else { return Ok(None) };
+    let failed = |what: &str, e: &dyn std::fmt::Display| KafkaEngineError::Checkpoint(format!("{what}: {e}"));
+    std::fs::create_dir_all(dir).map_err(|e| failed(&format!("cannot create `{}`", dir.display()), &e))?;
+    let path = dir.join(STORE_FILE);
+    let opened = RedbStore::open(&path).and_then(|store| store.load().map(|_| store));
+    let store = match opened {
+        Ok(store) => store,
+        Err(error) => {
+            let aside = dir.join(format!("{STORE_FILE}.refused"));
+            tracing::error!(%error, moved_to = %aside.display(), "checkpoint store refused; the state is rebuilt from the changelog");
+            std::fs::rename(&path, &aside).map_err(|e| failed("cannot move the refused store aside", &e))?;
+            RedbStore::open(&path).map_err(|e| failed("cannot create a new store", &e))?
+        }
+    };
+    Ok(Some(Arc::new(store)))
 }
 
 /// Runs `config.workers` workers until `shutdown` is set, then commits what
@@ -133,14 +166,18 @@ pub fn run_with_metrics(
             }
         }
     }
+    let store = match work {
+        Work::Decide { .. } => open_store(config)?,
+        Work::PassThrough => None,
+    };
     let config = Arc::new(config.clone());
     let mut handles = Vec::with_capacity(config.workers);
     for (index, metrics) in worker_metrics.into_iter().enumerate() {
-        let (config, work, stop) = (Arc::clone(&config), work.clone(), Arc::clone(&shutdown));
+        let (config, work, stop, store) = (Arc::clone(&config), work.clone(), Arc::clone(&shutdown), store.clone());
         let handle = std::thread::Builder::new()
             .name(format!("vigil-worker-{index}"))
             .spawn(move || {
-                let result = worker::run(index, &config, &work, &stop, &metrics);
+                let result = worker::run(index, &config, &work, &stop, &metrics, &store);
                 if let Err(error) = &result {
                     metrics.set_phase(crate::metrics::Phase::Stopped(error.to_string()));
                     // One worker cannot go on: stop the others too rather

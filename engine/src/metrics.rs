@@ -91,6 +91,9 @@ pub enum Phase {
     Joining,
     /// Its partitions were revoked; the group is rebalancing.
     Rebalancing,
+    /// Rebuilding the state of this many newly assigned partitions from
+    /// the local store and the changelog; nothing is decided there yet.
+    Restoring(usize),
     /// The group assigned it this many partitions (zero when there are
     /// more workers than partitions: it stands by).
     Assigned(usize),
@@ -111,6 +114,7 @@ impl Phase {
             Phase::Unreachable(reason) => format!("broker unreachable: {reason}"),
             Phase::Joining => "no partitions assigned yet".into(),
             Phase::Rebalancing => "partitions revoked, rebalancing".into(),
+            Phase::Restoring(n) => format!("restoring the state of {n} partitions"),
             Phase::Assigned(n) => format!("{n} partitions assigned"),
             Phase::Running => "running".into(),
             Phase::Stopped(reason) => format!("stopped: {reason}"),
@@ -289,6 +293,11 @@ impl Metrics {
         let worker = Arc::new(WorkerMetrics::new(0));
         *self.workers() = vec![Arc::clone(&worker)];
         worker
+    }
+
+    /// Each worker's phase, by index.
+    pub fn phases(&self) -> Vec<Phase> {
+        self.workers().iter().map(|w| w.phase()).collect()
     }
 
     /// `Ok` when every worker is deciding (or stands by with no partitions);

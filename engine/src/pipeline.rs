@@ -299,6 +299,7 @@ impl Pipeline {
     /// becomes a dead letter and the pipeline carries on.
     pub fn process(&mut self, record: &Record, out: &mut Outputs) {
         self.stats.records += 1;
+        self.state.place(record.origin.partition);
         match decode::decode(&record.payload, self.avro.as_ref()) {
             Ok(input) => self.step(input, out),
             Err(error) => out.dead_letters.push(DeadLetter {
@@ -415,6 +416,7 @@ pub fn run(
         pipeline.process(&record, &mut out);
         sink.write(&out, &record.origin)?;
     }
+    sink.state_changes(&mut pipeline.state)?;
     sink.flush()?;
     Ok(())
 }

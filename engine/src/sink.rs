@@ -19,6 +19,11 @@ pub enum SinkError {
 
 pub trait Sink {
     fn write(&mut self, out: &Outputs, origin: &Origin) -> Result<(), SinkError>;
+    /// Called before [`Sink::flush`]: a sink that keeps the state's changes
+    /// (Kafka's changelog) takes them here, to commit them with the outputs.
+    fn state_changes(&mut self, _state: &mut crate::state::State) -> Result<(), SinkError> {
+        Ok(())
+    }
     /// Makes everything written so far durable (or visible).
     fn flush(&mut self) -> Result<(), SinkError>;
 }

@@ -118,10 +118,28 @@ pub struct State {
     deadlines: BTreeSet<(Timestamp, Key)>,
     watermark: Timestamp,
     last_sweep: Timestamp,
-    /// Entries changed since the last [`State::take_changes`]: what an
-    /// incremental checkpoint writes.
+    /// Entries changed since the last [`State::take_changes`]: what the
+    /// changelog and an incremental checkpoint write.
     #[serde(skip)]
     dirty: HashSet<Entry>,
+    /// The activity partition each entry lives in (its agent's), so that a
+    /// change goes to that partition's changelog and a revoked partition's
+    /// entries can be let go. Global entries (threats, clock) have none.
+    #[serde(skip)]
+    homes: HashMap<Entry, i32>,
+    /// The partition of the record being folded.
+    #[serde(skip)]
+    placing: i32,
+}
+
+/// One change to the state, as the changelog and the checkpoint store
+/// record it: the entry's key, its encoded value (`None` once it is gone)
+/// and the activity partition it lives in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub partition: i32,
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
 }
 
 /// One entry of the state as a checkpoint stores it.
@@ -192,6 +210,12 @@ impl State {
         self.watermark
     }
 
+    /// The activity partition the next records come from: the agents they
+    /// fold into live there.
+    pub fn place(&mut self, partition: i32) {
+        self.placing = partition;
+    }
+
     pub fn agent(&self, tenant: &str, agent_id: &str) -> Option<&AgentState> {
         self.agents.get(&key(tenant, agent_id)).map(|a| a.as_ref())
     }
@@ -260,6 +284,9 @@ impl State {
 
         let agent_key = key(tenant, &event.agent_id);
         self.dirty.insert(Entry::Agent(agent_key));
+        if self.homes.get(&Entry::Agent(agent_key)) != Some(&self.placing) {
+            self.homes.insert(Entry::Agent(agent_key), self.placing);
+        }
         let agent = Rc::make_mut(
             self.agents
                 .entry(agent_key)
@@ -514,17 +541,56 @@ impl State {
         bytes.ok()
     }
 
-    /// What changed since the last call, as (store key, value or deletion);
-    /// the clock is always included. Sorted, so checkpoints are reproducible.
-    pub fn take_changes(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    /// What changed since the last call, each to the partition its entry
+    /// lives in; the clock, and the threats when they changed, go to every
+    /// one of `partitions`. Sorted, so changelogs are reproducible.
+    pub fn take_changes(&mut self, partitions: &[i32]) -> Vec<Change> {
         let mut dirty: Vec<Entry> = self.dirty.drain().collect();
-        dirty.push(Entry::Clock);
         dirty.sort_unstable();
-        dirty.into_iter().map(|e| (e.to_bytes(), self.encode_entry(e))).collect()
+        let mut changes = Vec::with_capacity(dirty.len() + 2 * partitions.len());
+        let mut threats = false;
+        for entry in dirty {
+            if matches!(entry, Entry::Threats | Entry::Clock) {
+                threats |= entry == Entry::Threats;
+                continue;
+            }
+            let value = self.encode_entry(entry);
+            let home = match value {
+                Some(_) => self.home_of(entry),
+                // Gone: its tombstone goes where its value went, if it ever did.
+                None => self.homes.remove(&entry),
+            };
+            if let Some(partition) = home {
+                changes.push(Change { partition, key: entry.to_bytes(), value });
+            }
+        }
+        let globals = if threats { &[Entry::Threats, Entry::Clock][..] } else { &[Entry::Clock][..] };
+        for &partition in partitions {
+            for &entry in globals {
+                changes.push(Change { partition, key: entry.to_bytes(), value: self.encode_entry(entry) });
+            }
+        }
+        changes
     }
 
-    /// Every entry, for a full snapshot. Clears the change set.
-    pub fn snapshot(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
+    /// The partition of a live entry: where it already lives, else its agent's.
+    fn home_of(&mut self, entry: Entry) -> Option<i32> {
+        if let Some(home) = self.homes.get(&entry) {
+            return Some(*home);
+        }
+        let owner = match entry {
+            Entry::Agent(_) => entry,
+            Entry::Task(k) => self.tasks.get(&k).map(|t| Entry::Agent(key(&t.tenant, &t.agent_id)))?,
+            Entry::Credential(k) => self.credentials.get(&k).map(|c| Entry::Agent(key(&c.tenant, &c.agent_id)))?,
+            Entry::Threats | Entry::Clock => return None,
+        };
+        let home = self.homes.get(&owner).copied().unwrap_or(self.placing);
+        self.homes.insert(entry, home);
+        Some(home)
+    }
+
+    /// Every entry, for a full snapshot, all in `partition`. Clears the change set.
+    pub fn snapshot(&mut self, partition: i32) -> Vec<Change> {
         self.dirty.clear();
         let mut entries: Vec<Entry> = self
             .agents
@@ -535,34 +601,87 @@ impl State {
             .chain([Entry::Threats, Entry::Clock])
             .collect();
         entries.sort_unstable();
-        entries.into_iter().filter_map(|e| Some((e.to_bytes(), self.encode_entry(e)?))).collect()
+        entries
+            .into_iter()
+            .filter_map(|e| Some(Change { partition, key: e.to_bytes(), value: Some(self.encode_entry(e)?) }))
+            .collect()
     }
 
     /// Rebuilds a state from stored entries (any order).
     pub fn restore<'a>(config: StateConfig, entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Result<State, RestoreError> {
         let mut state = State::new(config);
+        state.absorb(0, entries)?;
+        Ok(state)
+    }
+
+    /// Adds the stored entries of `partition` (a partition this state did
+    /// not hold) to the state: its agents, tasks and credentials; threats are
+    /// merged and the clock is the later of the two. A bad entry refuses the
+    /// whole partition and leaves the state as it was.
+    pub fn absorb<'a>(&mut self, partition: i32, entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Result<usize, RestoreError> {
+        let mut agents = Vec::new();
+        let mut tasks = Vec::new();
+        let mut credentials = Vec::new();
+        let mut threats: Option<HashMap<String, Threat>> = None;
+        let mut clock: Option<(Timestamp, Timestamp)> = None;
         for (k, v) in entries {
             let entry = Entry::from_bytes(k).ok_or_else(|| RestoreError::UnknownKey(hex::encode(k)))?;
             let corrupt = |e: postcard::Error| RestoreError::Corrupt { key: hex::encode(k), reason: e.to_string() };
             match entry {
-                Entry::Agent(key) => {
-                    state.agents.insert(key, Rc::new(postcard::from_bytes(v).map_err(corrupt)?));
-                }
-                Entry::Task(key) => {
-                    let task: TaskState = postcard::from_bytes(v).map_err(corrupt)?;
-                    if let (Some(deadline), TaskStatus::Active) = (task.deadline, task.status) {
-                        state.deadlines.insert((deadline, key));
-                    }
-                    state.tasks.insert(key, Rc::new(task));
-                }
+                Entry::Agent(key) => agents.push((key, postcard::from_bytes::<AgentState>(v).map_err(corrupt)?)),
+                Entry::Task(key) => tasks.push((key, postcard::from_bytes::<TaskState>(v).map_err(corrupt)?)),
                 Entry::Credential(key) => {
-                    state.credentials.insert(key, Rc::new(postcard::from_bytes(v).map_err(corrupt)?));
+                    credentials.push((key, postcard::from_bytes::<CredentialState>(v).map_err(corrupt)?))
                 }
-                Entry::Threats => state.threats = postcard::from_bytes(v).map_err(corrupt)?,
-                Entry::Clock => (state.watermark, state.last_sweep) = postcard::from_bytes(v).map_err(corrupt)?,
+                Entry::Threats => threats = Some(postcard::from_bytes(v).map_err(corrupt)?),
+                Entry::Clock => clock = Some(postcard::from_bytes(v).map_err(corrupt)?),
             }
         }
-        Ok(state)
+        let count = agents.len() + tasks.len() + credentials.len();
+        for (key, agent) in agents {
+            self.homes.insert(Entry::Agent(key), partition);
+            self.agents.insert(key, Rc::new(agent));
+        }
+        for (key, task) in tasks {
+            if let (Some(deadline), TaskStatus::Active) = (task.deadline, task.status) {
+                self.deadlines.insert((deadline, key));
+            }
+            self.homes.insert(Entry::Task(key), partition);
+            self.tasks.insert(key, Rc::new(task));
+        }
+        for (key, credential) in credentials {
+            self.homes.insert(Entry::Credential(key), partition);
+            self.credentials.insert(key, Rc::new(credential));
+        }
+        for (subject, threat) in threats.into_iter().flatten() {
+            self.threats.entry(subject).or_insert(threat);
+        }
+        if let Some((watermark, last_sweep)) = clock {
+            self.watermark = self.watermark.max(watermark);
+            self.last_sweep = self.last_sweep.max(last_sweep);
+        }
+        Ok(count)
+    }
+
+    /// Lets go of every entry living in one of `partitions` (revoked: their
+    /// next owner rebuilds them from the changelog). Returns how many.
+    pub fn release(&mut self, partitions: &[i32]) -> usize {
+        let gone: Vec<Entry> = self.homes.iter().filter(|(_, p)| partitions.contains(p)).map(|(e, _)| *e).collect();
+        for entry in &gone {
+            self.homes.remove(entry);
+            self.dirty.remove(entry);
+            match *entry {
+                Entry::Agent(k) => drop(self.agents.remove(&k)),
+                Entry::Task(k) => {
+                    if let Some(deadline) = self.tasks.remove(&k).and_then(|t| t.deadline) {
+                        self.deadlines.remove(&(deadline, k));
+                    }
+                }
+                Entry::Credential(k) => drop(self.credentials.remove(&k)),
+                Entry::Threats | Entry::Clock => {}
+            }
+        }
+        gone.len()
     }
 
     /// Moves the watermark and, every `sweep_every_s`, drops what is forgotten.

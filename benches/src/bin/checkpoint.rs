@@ -46,15 +46,15 @@ fn measure(store_name: &'static str, agents: usize, open: &dyn Fn(&Path) -> Box<
     let path = dir.path().join("store");
     let mut state = State::new(StateConfig::default());
     fold_agents(&mut state, 0..agents, 3, 0);
-    let mut store = open(&path);
+    let store = open(&path);
     let offsets = Offsets::from([(("agent.activity".to_owned(), 0), agents as i64 * 3)]);
-    let changes = state.take_changes();
-    let data: u64 = changes.iter().map(|(k, v)| (k.len() + v.as_ref().map_or(0, Vec::len)) as u64).sum();
+    let changes = state.take_changes(&[0]);
+    let data: u64 = changes.iter().map(|c| (c.key.len() + c.value.as_ref().map_or(0, Vec::len)) as u64).sum();
     let (result, full) = time(|| store.commit(&changes, &offsets));
     result.unwrap_or_else(|e| unreachable!("{e}"));
     // 10% of the agents act again: an incremental checkpoint writes only them.
     fold_agents(&mut state, 0..agents / 10, 1, 100);
-    let (result, incremental) = time(|| checkpoint::checkpoint(&mut state, store.as_mut(), &offsets));
+    let (result, incremental) = time(|| checkpoint::checkpoint(&mut state, store.as_ref(), &offsets));
     result.unwrap_or_else(|e| unreachable!("{e}"));
     let (restored, restore) = time(|| checkpoint::restore(store.as_ref(), StateConfig::default()));
     let (restored, _) = restored.unwrap_or_else(|e| unreachable!("{e}"));

@@ -13,9 +13,10 @@ pub const PREFIX: &str = "VIGIL_";
 pub const NESTING: &str = "__";
 
 /// Every top-level key of [`super::KafkaConfig`].
-pub const TOP_LEVEL_KEYS: [&str; 15] = [
+pub const TOP_LEVEL_KEYS: [&str; 17] = [
     "brokers",
     "group_id",
+    "instance_id",
     "delivery",
     "commit_interval",
     "commit_max_records",
@@ -25,6 +26,7 @@ pub const TOP_LEVEL_KEYS: [&str; 15] = [
     "avro",
     "signing",
     "acks",
+    "checkpoint",
     "properties",
     "consumer_properties",
     "producer_properties",

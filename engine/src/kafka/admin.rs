@@ -34,7 +34,15 @@ pub fn create_topics(config: &KafkaConfig) -> Result<Vec<(String, TopicOutcome)>
     names.extend(config.signing.caep_topic.as_deref());
     let topics: Vec<NewTopic<'_>> = names
         .iter()
-        .map(|name| NewTopic::new(name, settings.partitions, TopicReplication::Fixed(settings.replication)))
+        .map(|name| {
+            let topic = NewTopic::new(name, settings.partitions, TopicReplication::Fixed(settings.replication));
+            // The changelog keeps each entry's latest value, forever.
+            if *name == config.topics.changelog {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT)).request_timeout(Some(ADMIN_TIMEOUT));
     let results = block_on(admin.create_topics(&topics, &options))

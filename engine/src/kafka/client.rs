@@ -35,6 +35,10 @@ pub(crate) fn log_rdkafka(worker: usize, role: &str, level: RDKafkaLogLevel, fac
 /// Broker outages surface here first; librdkafka reconnects by itself, so
 /// these are reports, not actions.
 pub(crate) fn report_error(worker: usize, role: &str, error: &KafkaError, reason: &str) {
+    // The changelog reader asks for ends of partitions; they are not errors.
+    if matches!(error, KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF)) {
+        return;
+    }
     tracing::warn!(worker, role, error = %error, reason, "kafka client error");
 }
 
@@ -137,10 +141,14 @@ const STATISTICS_INTERVAL_MS: &str = "1000";
 /// [`consumer`] for the activity topic, with statistics for metrics.
 pub(crate) fn activity_consumer(config: &KafkaConfig, group_id: &str, client_id: &str) -> ClientConfig {
     let mut client = consumer(config, group_id, client_id);
-    let operator_set = config.properties.contains_key("statistics.interval.ms")
-        || config.consumer_properties.contains_key("statistics.interval.ms");
-    if !operator_set {
+    let operator_set = |key: &str| config.properties.contains_key(key) || config.consumer_properties.contains_key(key);
+    if !operator_set("statistics.interval.ms") {
         client.set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+    }
+    // Incremental rebalancing: a worker gives up only the partitions that
+    // move, and keeps deciding the others while their state stays put.
+    if !operator_set("partition.assignment.strategy") {
+        client.set("partition.assignment.strategy", "cooperative-sticky");
     }
     client
 }
@@ -150,7 +158,7 @@ pub(crate) fn activity_consumer(config: &KafkaConfig, group_id: &str, client_id:
 pub(crate) fn producer(config: &KafkaConfig, worker: usize) -> ClientConfig {
     let mut client = ClientConfig::new();
     client
-        .set("client.id", format!("{}-{worker}", config.group_id))
+        .set("client.id", member(config, worker))
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("delivery.report.only.error", "true")
@@ -169,14 +177,35 @@ pub(crate) fn producer(config: &KafkaConfig, worker: usize) -> ClientConfig {
     finish(client, config, &config.producer_properties)
 }
 
+/// One worker's name: `<group_id>[-<instance_id>]-<worker>`, stable across
+/// restarts and distinct between the instances of a group.
+pub(crate) fn member(config: &KafkaConfig, worker: usize) -> String {
+    match &config.instance_id {
+        Some(instance) => format!("{}-{instance}-{worker}", config.group_id),
+        None => format!("{}-{worker}", config.group_id),
+    }
+}
+
 pub(crate) fn transactional_id(config: &KafkaConfig, worker: usize) -> String {
-    format!("{}-{worker}", config.group_id)
+    member(config, worker)
 }
 
 /// The group under which a worker records how far it read the signals
 /// topic. Every worker reads every signal, so each has its own.
 pub(crate) fn signals_group(config: &KafkaConfig, worker: usize) -> String {
-    format!("{}-signals-{worker}", config.group_id)
+    match &config.instance_id {
+        Some(instance) => format!("{}-signals-{instance}-{worker}", config.group_id),
+        None => format!("{}-signals-{worker}", config.group_id),
+    }
+}
+
+/// A consumer that reads changelog partitions to their end and commits
+/// nothing: how a worker rebuilds the state of partitions it is assigned.
+pub(crate) fn changelog_reader(config: &KafkaConfig, worker: usize) -> ClientConfig {
+    let name = format!("{}-restore", member(config, worker));
+    let mut client = consumer(config, &name, &name);
+    client.set("enable.partition.eof", "true").set("fetch.wait.max.ms", "20");
+    client
 }
 
 /// Settings for an admin or metadata client.

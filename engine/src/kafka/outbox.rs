@@ -7,8 +7,10 @@
 //! broker acknowledged every output, then commits the offsets.
 //!
 //! The sink and the consumer's rebalance callback share it: when partitions
-//! are taken away, the open transaction is committed before they go, so the
-//! next owner starts exactly where this worker's outputs end.
+//! are taken away, the open batch is aborted before they go (its state
+//! changes are not on the changelog yet), so the next owner starts from
+//! the last commit, with the state that commit left, and this worker goes
+//! back to it too.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -58,12 +60,13 @@ pub(crate) enum OutboxFailure {
     Interrupted(String),
 }
 
-/// What a rebalance callback did with the open batch, for the source to act
-/// on at its next poll.
-#[derive(Debug)]
-pub(crate) enum Interrupt {
-    Committed,
-    Failed(OutboxFailure),
+/// What the group changed since the worker last looked, for it to act on
+/// between two batches: let go of the state of revoked partitions, rebuild
+/// that of assigned ones.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Membership {
+    pub revoked: Vec<i32>,
+    pub assigned: Vec<i32>,
 }
 
 /// Next offsets to commit, per partition, for one input topic.
@@ -95,7 +98,10 @@ struct Batch {
     activity: Positions,
     signals: Positions,
     failures_at_begin: u64,
-    interrupt: Option<Interrupt>,
+    /// The open batch was aborted by a rebalance: the worker goes back to
+    /// the last commit.
+    interrupt: Option<OutboxFailure>,
+    membership: Membership,
 }
 
 /// The worker's signals consumer and the group its positions commit under.
@@ -169,6 +175,11 @@ impl Outbox {
 
     pub fn signals(&self) -> Option<&Arc<SignalsConsumer>> {
         self.signals.as_ref().map(|s| &s.consumer)
+    }
+
+    /// Whether a batch is open: a record was taken since the last commit.
+    pub fn is_open(&self) -> bool {
+        self.lock().open
     }
 
     /// Whether the producer hit a fatal error and must be rebuilt.
@@ -268,6 +279,27 @@ impl Outbox {
         if let Some(headers) = headers {
             record = record.headers(headers);
         }
+        self.queue(record)
+    }
+
+    /// Queues one change of state to its changelog partition; no value is
+    /// a tombstone.
+    pub fn send_change(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: &[u8],
+        value: Option<&[u8]>,
+        headers: OwnedHeaders,
+    ) -> Result<(), OutboxFailure> {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).partition(partition).key(key).headers(headers);
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        self.queue(record)
+    }
+
+    fn queue(&self, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<(), OutboxFailure> {
         let mut waited_at_shutdown = Duration::ZERO;
         loop {
             match self.producer.send(record) {
@@ -285,6 +317,15 @@ impl Outbox {
                 Err((error, _)) => return Err(self.fail("produce", &error)),
             }
         }
+    }
+
+    /// The end of each of `partitions` of `topic`: how far a checkpoint
+    /// taken now reaches into the changelog.
+    pub fn ends(&self, topic: &str, partitions: &[i32]) -> KafkaResult<Vec<(i32, i64)>> {
+        partitions
+            .iter()
+            .map(|&p| self.producer.client().fetch_watermarks(topic, p, CALL_TIMEOUT).map(|(_, high)| (p, high)))
+            .collect()
     }
 
     /// Makes the open batch durable and visible, with the offsets it
@@ -386,18 +427,42 @@ impl Outbox {
         Ok(())
     }
 
-    /// Called by the rebalance callback before partitions are taken away.
-    pub fn on_revoke<C: ConsumerContext>(&self, activity: &BaseConsumer<C>) {
-        let outcome = match self.commit(activity) {
-            Ok(false) => return,
-            Ok(true) => Interrupt::Committed,
-            Err(failure) => Interrupt::Failed(failure),
-        };
-        tracing::info!(worker = self.worker, outcome = ?outcome, "open batch settled before partitions were revoked");
-        self.lock().interrupt = Some(outcome);
+    /// Called by the rebalance callback before `partitions` are taken away.
+    pub fn on_revoke(&self, partitions: &[i32]) {
+        let mut batch = self.lock();
+        if batch.open {
+            let outcome = match self.abort_locked(&mut batch) {
+                Ok(()) => OutboxFailure::Aborted("partitions revoked".into()),
+                Err(failure) => failure,
+            };
+            tracing::info!(worker = self.worker, outcome = %outcome, "open batch aborted before partitions were revoked");
+            batch.interrupt = Some(outcome);
+        }
+        let membership = &mut batch.membership;
+        for partition in partitions {
+            // Assigned and revoked before the worker looked: never restored.
+            match membership.assigned.iter().position(|p| p == partition) {
+                Some(at) => drop(membership.assigned.remove(at)),
+                None => membership.revoked.push(*partition),
+            }
+        }
     }
 
-    pub fn take_interrupt(&self) -> Option<Interrupt> {
+    /// Called by the rebalance callback after `partitions` were assigned.
+    pub fn on_assign(&self, partitions: &[i32]) {
+        self.lock().membership.assigned.extend_from_slice(partitions);
+    }
+
+    pub fn membership_changed(&self) -> bool {
+        let batch = self.lock();
+        !batch.membership.revoked.is_empty() || !batch.membership.assigned.is_empty()
+    }
+
+    pub fn take_membership(&self) -> Membership {
+        std::mem::take(&mut self.lock().membership)
+    }
+
+    pub fn take_interrupt(&self) -> Option<OutboxFailure> {
         self.lock().interrupt.take()
     }
 }

@@ -42,18 +42,20 @@ impl ClientContext for RebalanceContext {
     }
 }
 
+fn partitions_of(list: &rdkafka::TopicPartitionList) -> Vec<i32> {
+    list.elements().iter().map(|e| e.partition()).collect()
+}
+
 impl ConsumerContext for RebalanceContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(partitions) => {
-                tracing::info!(worker = self.worker, partitions = partitions.count(), "partitions revoked");
+                let list = partitions_of(partitions);
+                tracing::info!(worker = self.worker, partitions = ?list, "partitions revoked");
                 self.metrics.revoked();
-                self.outbox.on_revoke(consumer);
+                self.outbox.on_revoke(&list);
             }
-            Rebalance::Assign(partitions) => {
-                let list: Vec<i32> = partitions.elements().iter().map(|e| e.partition()).collect();
-                tracing::info!(worker = self.worker, partitions = ?list, "partitions assigned");
-            }
+            Rebalance::Assign(_) => {}
             Rebalance::Error(error) => {
                 tracing::warn!(worker = self.worker, error = %error, "rebalance failed");
             }
@@ -61,12 +63,25 @@ impl ConsumerContext for RebalanceContext {
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(partitions) = rebalance {
-            // The whole assignment, also when the protocol hands out
-            // increments; none at all still means the group has placed us.
-            let count = consumer.assignment().map_or(partitions.count(), |a| a.count());
-            self.metrics.set_phase(Phase::Assigned(count));
+        let Rebalance::Assign(partitions) = rebalance else { return };
+        let list = partitions_of(partitions);
+        if list.is_empty() {
+            // Nothing new: a worker that was waiting for the group now
+            // knows what it holds (perhaps nothing: more workers than
+            // partitions).
+            if matches!(self.metrics.phase(), Phase::Joining | Phase::Rebalancing) {
+                self.metrics.set_phase(Phase::Assigned(consumer.assignment().map_or(0, |a| a.count())));
+            }
+            return;
         }
+        tracing::info!(worker = self.worker, partitions = ?list, "partitions assigned");
+        // Nothing is read from a new partition before the worker has
+        // rebuilt its state; it resumes them then.
+        if let Err(error) = consumer.pause(partitions) {
+            tracing::warn!(worker = self.worker, error = %error, "cannot pause newly assigned partitions");
+        }
+        self.outbox.on_assign(&list);
+        self.metrics.set_phase(Phase::Restoring(list.len()));
     }
 }
 

@@ -2,6 +2,7 @@
 //! after batch and recovers from failures.
 
 use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,10 +13,12 @@ use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::backoff::Backoff;
+use super::changelog::{self, RebuildError};
 use super::client::{self, ClientLog, DeliveryLog};
 use super::outbox::{Outbox, OutboxFailure, OutputProducer, SignalsConsumer, SignalsFeed};
 use super::rebalance::{ActivityConsumer, RebalanceContext};
 use super::{avro_decoder, KafkaEngineError, Work, WorkerReport};
+use crate::checkpoint::{CheckpointStore, Offsets};
 use crate::config::{Delivery, KafkaConfig};
 use crate::metrics::{Phase, WorkerMetrics};
 use crate::pipeline::{self, Pipeline, RunError, Stats};
@@ -69,7 +72,11 @@ fn build_pipeline(index: usize, config: &KafkaConfig, work: &Work) -> Result<Opt
 enum Served {
     Shutdown,
     Rebuild(String),
+    /// Something no retry mends (a changelog in another state format).
+    Fail(String),
 }
+
+pub(crate) type Store = Option<Arc<dyn CheckpointStore>>;
 
 pub(crate) fn run(
     index: usize,
@@ -77,15 +84,17 @@ pub(crate) fn run(
     work: &Work,
     shutdown: &Arc<AtomicBool>,
     metrics: &Arc<WorkerMetrics>,
+    store: &Store,
 ) -> Result<WorkerReport, KafkaEngineError> {
     let mut pipeline =
         build_pipeline(index, config, work)?.map(|p| p.with_rule_eval_histogram(Arc::clone(&metrics.rule_eval)));
     let mut saved = pipeline.as_ref().map(Saved::of);
+    let mut held = BTreeSet::new();
     let mut report = WorkerReport { worker: index, ..WorkerReport::default() };
     let mut backoff = Backoff::new();
     while !shutdown.load(Ordering::Relaxed) {
         metrics.connecting();
-        let mut clients = match Clients::connect(index, config, shutdown, metrics) {
+        let mut clients = match Clients::connect(index, config, shutdown, metrics, store, pipeline.is_some()) {
             Ok(clients) => clients,
             Err(reason) => {
                 metrics.set_phase(Phase::Unreachable(reason.clone()));
@@ -95,18 +104,28 @@ pub(crate) fn run(
             }
         };
         tracing::info!(worker = index, delivery = config.delivery.as_str(), "worker connected");
-        // New clients resume from the committed offsets: so does the state.
-        if let (Some(pipeline), Some(saved)) = (pipeline.as_mut(), saved.as_ref()) {
+        // New clients join the group afresh: whatever partitions it assigns,
+        // their state is rebuilt from the store and the changelog then.
+        if let (Some(pipeline), Some(saved)) = (pipeline.as_mut(), saved.as_mut()) {
             saved.restore(pipeline);
+            pipeline.state.release(&held.iter().copied().collect::<Vec<_>>());
+            *saved = Saved::of(pipeline);
         }
+        held.clear();
         metrics.set_phase(Phase::Joining);
-        let served = clients.serve(pipeline.as_mut(), &mut saved, shutdown);
+        let served = clients.serve(pipeline.as_mut(), &mut saved, &mut held, shutdown);
         report.commits += clients.outbox.commits.load(Ordering::Relaxed);
         report.aborts += clients.outbox.aborts.load(Ordering::Relaxed);
+        report.restored_from_store += clients.restored_from_store;
+        report.restored_from_changelog += clients.restored_from_changelog;
         metrics.kafka_counts(clients.outbox.commits.load(Ordering::Relaxed), clients.outbox.aborts.load(Ordering::Relaxed));
         drop(clients);
         match served {
             Served::Shutdown => break,
+            Served::Fail(reason) => {
+                metrics.set_phase(Phase::Stopped(reason.clone()));
+                return Err(KafkaEngineError::Worker { worker: index, reason });
+            }
             Served::Rebuild(reason) => {
                 report.restarts += 1;
                 metrics.clients_rebuilt();
@@ -139,12 +158,17 @@ fn forward_all(source: &mut KafkaSource, sink: &mut KafkaSink, shutdown: &Atomic
 
 struct Clients {
     index: usize,
+    config: KafkaConfig,
     metrics: Arc<WorkerMetrics>,
     activity: Arc<ActivityConsumer>,
     outbox: Arc<Outbox>,
     source: KafkaSource,
     sink: KafkaSink,
+    store: Store,
     shadow_logged: Instant,
+    checkpointed: Instant,
+    restored_from_store: u64,
+    restored_from_changelog: u64,
 }
 
 impl Clients {
@@ -153,6 +177,8 @@ impl Clients {
         config: &KafkaConfig,
         shutdown: &Arc<AtomicBool>,
         metrics: &Arc<WorkerMetrics>,
+        store: &Store,
+        stateful: bool,
     ) -> Result<Clients, String> {
         let producer = connect_producer(index, config, shutdown, metrics)?;
         let signals = connect_signals(index, config)?;
@@ -166,7 +192,7 @@ impl Clients {
             Arc::clone(shutdown),
         ));
         let context = RebalanceContext { worker: index, outbox: Arc::clone(&outbox), metrics: Arc::clone(metrics) };
-        let activity: ActivityConsumer = client::activity_consumer(config, &config.group_id, &format!("{}-{index}", config.group_id))
+        let activity: ActivityConsumer = client::activity_consumer(config, &config.group_id, &client::member(config, index))
             .create_with_context(context)
             .map_err(|e| format!("activity consumer: {e}"))?;
         activity.subscribe(&[&config.topics.activity]).map_err(|e| format!("subscribe: {e}"))?;
@@ -182,10 +208,108 @@ impl Clients {
             limits,
         );
         let signer = Signer::from_config(&config.signing).map_err(|e| format!("signing key: {e}"))?;
-        let sink = KafkaSink::new(Arc::clone(&outbox), Arc::clone(&activity), last, &config.topics)
+        let mut sink = KafkaSink::new(Arc::clone(&outbox), Arc::clone(&activity), last, &config.topics)
             .with_signer(signer.map(Arc::new))
             .with_commit_histogram(Arc::clone(&metrics.commit));
-        Ok(Clients { index, metrics: Arc::clone(metrics), activity, outbox, source, sink, shadow_logged: Instant::now() })
+        if stateful {
+            sink = sink.with_changelog(&config.topics.changelog, store.is_some());
+        }
+        Ok(Clients {
+            index,
+            config: config.clone(),
+            metrics: Arc::clone(metrics),
+            activity,
+            outbox,
+            source,
+            sink,
+            store: store.clone(),
+            shadow_logged: Instant::now(),
+            checkpointed: Instant::now(),
+            restored_from_store: 0,
+            restored_from_changelog: 0,
+        })
+    }
+
+    /// Writes the committed changes since the last checkpoint to the local
+    /// store, with how far into the changelog they reach.
+    fn checkpoint(&mut self, held: &BTreeSet<i32>) {
+        let (Some(store), Some(pending)) = (self.store.as_ref(), self.sink.pending()) else { return };
+        self.checkpointed = Instant::now();
+        let changes = pending.take();
+        let topic = &self.config.topics.changelog;
+        let partitions: Vec<i32> = held.iter().copied().collect();
+        let written = self.outbox.ends(topic, &partitions).map_err(|e| e.to_string()).and_then(|ends| {
+            let offsets: Offsets = ends.into_iter().map(|(p, end)| ((topic.clone(), p), end)).collect();
+            store.commit(&changes, &offsets).map_err(|e| e.to_string())
+        });
+        match written {
+            Ok(()) => tracing::debug!(worker = self.index, changes = changes.len(), "checkpoint written"),
+            Err(error) => {
+                tracing::warn!(worker = self.index, %error, "checkpoint not written; its changes wait for the next");
+                pending.put_back(changes);
+            }
+        }
+    }
+
+    /// Lets go of the state of revoked partitions and rebuilds that of
+    /// assigned ones, then reads them. Between two batches, at the last
+    /// commit.
+    fn settle(&mut self, mut pipeline: Option<&mut Pipeline>, saved: &mut Option<Saved>, held: &mut BTreeSet<i32>, shutdown: &AtomicBool) -> Result<(), Served> {
+        let change = self.outbox.take_membership();
+        if !change.revoked.is_empty() {
+            self.checkpoint(held);
+            if let Some(pipeline) = pipeline.as_deref_mut() {
+                let entries = pipeline.state.release(&change.revoked);
+                tracing::info!(worker = self.index, partitions = ?change.revoked, entries, "state of revoked partitions let go");
+            }
+            for partition in &change.revoked {
+                held.remove(partition);
+            }
+        }
+        if !change.assigned.is_empty() {
+            if let Some(pipeline) = pipeline.as_deref_mut() {
+                let started = Instant::now();
+                let rebuilt = changelog::rebuild(&self.config, self.index, self.store.as_deref(), &change.assigned, shutdown)
+                    .map_err(|error| match error {
+                        RebuildError::Refused(reason) => Served::Fail(reason),
+                        RebuildError::Interrupted => Served::Shutdown,
+                        RebuildError::Unavailable(reason) => Served::Rebuild(reason),
+                    })?;
+                for part in rebuilt {
+                    let entries = part.entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice()));
+                    pipeline.state.absorb(part.partition, entries).map_err(|e| {
+                        Served::Fail(format!("changelog partition {} does not restore: {e}", part.partition))
+                    })?;
+                    tracing::info!(
+                        worker = self.index,
+                        partition = part.partition,
+                        from_store = part.from_store,
+                        from_changelog = part.from_changelog,
+                        ms = started.elapsed().as_millis() as u64,
+                        "state rebuilt"
+                    );
+                    self.restored_from_store += part.from_store as u64;
+                    self.restored_from_changelog += part.from_changelog as u64;
+                    if let Some(pending) = self.sink.pending() {
+                        pending.add(part.tail);
+                    }
+                }
+            }
+            held.extend(&change.assigned);
+            let mut list = TopicPartitionList::with_capacity(change.assigned.len());
+            for partition in &change.assigned {
+                list.add_partition(&self.config.topics.activity, *partition);
+            }
+            if let Err(error) = self.activity.resume(&list) {
+                return Err(Served::Rebuild(format!("cannot resume assigned partitions: {error}")));
+            }
+        }
+        self.sink.set_held(held);
+        if let (Some(pipeline), Some(saved)) = (pipeline.as_deref(), saved.as_mut()) {
+            *saved = Saved::of(pipeline);
+        }
+        self.metrics.set_phase(Phase::Assigned(held.len()));
+        Ok(())
     }
 
     fn broken(&self) -> bool {
@@ -214,8 +338,15 @@ impl Clients {
         );
     }
 
-    fn serve(&mut self, mut pipeline: Option<&mut Pipeline>, saved: &mut Option<Saved>, shutdown: &AtomicBool) -> Served {
+    fn serve(
+        &mut self,
+        mut pipeline: Option<&mut Pipeline>,
+        saved: &mut Option<Saved>,
+        held: &mut BTreeSet<i32>,
+        shutdown: &AtomicBool,
+    ) -> Served {
         let mut backoff = Backoff::new();
+        let interval = self.config.checkpoint.interval.0;
         loop {
             let result = match pipeline.as_deref_mut() {
                 Some(pipeline) => pipeline::run(&mut self.source, pipeline, &mut self.sink, shutdown),
@@ -233,8 +364,17 @@ impl Clients {
                         }
                     }
                     backoff.reset();
+                    if self.outbox.membership_changed() {
+                        if let Err(served) = self.settle(pipeline.as_deref_mut(), saved, held, shutdown) {
+                            return served;
+                        }
+                    }
                     if shutdown.load(Ordering::Relaxed) {
+                        self.checkpoint(held);
                         return Served::Shutdown;
+                    }
+                    if self.checkpointed.elapsed() >= interval {
+                        self.checkpoint(held);
                     }
                 }
                 Err(error) => {
@@ -251,6 +391,13 @@ impl Clients {
                     self.source.rewind();
                     if let (Some(pipeline), Some(saved)) = (pipeline.as_deref_mut(), saved.as_ref()) {
                         saved.restore(pipeline);
+                    }
+                    if self.outbox.membership_changed() {
+                        // A rebalance, not a failure: no reason to wait.
+                        if let Err(served) = self.settle(pipeline.as_deref_mut(), saved, held, shutdown) {
+                            return served;
+                        }
+                        continue;
                     }
                     if !backoff.wait(shutdown) {
                         return Served::Shutdown;

@@ -19,11 +19,13 @@ use rdkafka::message::{Header, OwnedHeaders};
 
 use super::{Sink, SinkError};
 use crate::config::Topics;
+use crate::kafka::changelog::{format_header, Pending};
 use crate::kafka::outbox::{Outbox, OutboxFailure};
 use crate::kafka::rebalance::ActivityConsumer;
 use crate::pipeline::{DeadLetter, Outputs};
 use crate::source::kafka::LastInput;
 use crate::sign::Signer;
+use crate::state::{Change, State};
 use crate::source::{Origin, Record};
 use crate::verdict::ControlCommand;
 
@@ -49,6 +51,18 @@ pub struct KafkaSink {
     buf: Vec<u8>,
     /// Where the duration of each successful commit goes, if anywhere.
     commit_seconds: Option<Arc<crate::metrics::Histogram>>,
+    changelog: Option<Changelog>,
+}
+
+/// The changelog side of the sink: the partitions the worker holds, the
+/// changes of the open batch, and, with a local store, the committed
+/// changes its next checkpoint writes.
+#[derive(Debug)]
+struct Changelog {
+    topic: String,
+    held: Vec<i32>,
+    batch: Vec<Change>,
+    pending: Option<Pending>,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -80,7 +94,28 @@ impl KafkaSink {
             signer: None,
             buf: Vec::with_capacity(1024),
             commit_seconds: None,
+            changelog: None,
         }
+    }
+
+    /// Writes the state's changes to `topic`; with `keep`, also keeps the
+    /// committed ones for the local store.
+    pub(crate) fn with_changelog(mut self, topic: &str, keep: bool) -> KafkaSink {
+        self.changelog =
+            Some(Changelog { topic: topic.to_owned(), held: Vec::new(), batch: Vec::new(), pending: keep.then(Pending::default) });
+        self
+    }
+
+    /// The partitions whose changelog takes the state's global entries.
+    pub(crate) fn set_held(&mut self, held: &std::collections::BTreeSet<i32>) {
+        if let Some(changelog) = self.changelog.as_mut() {
+            changelog.held = held.iter().copied().collect();
+        }
+    }
+
+    /// Committed changes not yet in the local store.
+    pub(crate) fn pending(&mut self) -> Option<&mut Pending> {
+        self.changelog.as_mut().and_then(|c| c.pending.as_mut())
     }
 
     /// Signs every control command with `signer`.
@@ -202,9 +237,34 @@ impl Sink for KafkaSink {
         Ok(())
     }
 
+    fn state_changes(&mut self, state: &mut State) -> Result<(), SinkError> {
+        let Some(changelog) = self.changelog.as_mut() else { return Ok(()) };
+        // Changes come with a batch; without one they wait for the next.
+        if !self.outbox.is_open() {
+            return Ok(());
+        }
+        let changes = state.take_changes(&changelog.held);
+        for change in &changes {
+            self.outbox
+                .send_change(&changelog.topic, change.partition, &change.key, change.value.as_deref(), format_header())
+                .map_err(sink_error)?;
+        }
+        if changelog.pending.is_some() {
+            changelog.batch = changes;
+        }
+        Ok(())
+    }
+
     fn flush(&mut self) -> Result<(), SinkError> {
         let started = std::time::Instant::now();
-        let committed = self.outbox.commit(&self.activity).map_err(sink_error)?;
+        let result = self.outbox.commit(&self.activity);
+        if let Some(changelog) = self.changelog.as_mut() {
+            let batch = std::mem::take(&mut changelog.batch);
+            if let (Ok(true), Some(pending)) = (&result, changelog.pending.as_mut()) {
+                pending.add(batch);
+            }
+        }
+        let committed = result.map_err(sink_error)?;
         if let (true, Some(histogram)) = (committed, &self.commit_seconds) {
             histogram.observe(started.elapsed());
         }

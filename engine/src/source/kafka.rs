@@ -20,7 +20,7 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::Offset;
 
 use super::{Record, Source, SourceError};
-use crate::kafka::outbox::{Interrupt, SignalsConsumer};
+use crate::kafka::outbox::SignalsConsumer;
 use crate::kafka::rebalance::ActivityConsumer;
 
 /// With nothing to commit, the source still returns this often so the
@@ -219,10 +219,13 @@ impl Source for KafkaSource {
         }
         let quiet_until = Instant::now() + QUIET_RETURN;
         loop {
-            match self.activity.context().outbox.take_interrupt() {
-                Some(Interrupt::Committed) => return self.end_batch(),
-                Some(Interrupt::Failed(failure)) => return Err(SourceError::Kafka(failure.to_string())),
-                None => {}
+            let outbox = &self.activity.context().outbox;
+            if let Some(failure) = outbox.take_interrupt() {
+                return Err(SourceError::Kafka(failure.to_string()));
+            }
+            // The worker settles partitions that came or went between batches.
+            if outbox.membership_changed() {
+                return self.end_batch();
             }
             let now = Instant::now();
             let until = match self.batch.deadline {

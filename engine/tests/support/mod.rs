@@ -197,15 +197,30 @@ pub fn decide() -> Work {
 pub struct Engine {
     shutdown: Arc<AtomicBool>,
     handle: Option<JoinHandle<Result<Vec<WorkerReport>, KafkaEngineError>>>,
+    pub metrics: Arc<vigil::metrics::Metrics>,
 }
 
 impl Engine {
     pub fn start(config: &KafkaConfig, work: Work) -> Engine {
         let shutdown = Arc::new(AtomicBool::new(false));
-        let (config, stop) = (config.clone(), Arc::clone(&shutdown));
-        let handle = std::thread::spawn(move || kafka::run(&config, &work, stop));
-        Engine { shutdown, handle: Some(handle) }
+        let metrics = Arc::new(vigil::metrics::Metrics::new());
+        let (config, stop, watched) = (config.clone(), Arc::clone(&shutdown), Arc::clone(&metrics));
+        let handle = std::thread::spawn(move || kafka::run_with_metrics(&config, &work, stop, &watched));
+        Engine { shutdown, handle: Some(handle), metrics }
     }
+
+    /// Partitions the workers hold and decide, once every worker settled.
+    pub fn assigned(&self) -> Option<usize> {
+        let mut total = 0;
+        for phase in self.metrics.phases() {
+            match phase {
+                vigil::metrics::Phase::Assigned(n) => total += n,
+                _ => return None,
+            }
+        }
+        Some(total)
+    }
+
 
     pub fn stop(mut self) -> Vec<WorkerReport> {
         self.shutdown.store(true, Ordering::Relaxed);
@@ -377,7 +392,7 @@ impl Collector {
             // partition yet: ask again until it does.
             let high = loop {
                 match self.consumer.fetch_watermarks(&self.topic, p, Duration::from_secs(10)) {
-                    Ok((_, high)) => break high,
+                    Ok((low, high)) => break if low >= high { 0 } else { high },
                     Err(e) => {
                         assert!(Instant::now() < deadline, "{}: no watermarks: {e}", self.topic);
                         self.poll(Duration::from_millis(100));
@@ -386,9 +401,16 @@ impl Collector {
             };
             ends.insert(p, high);
         }
-        let mut at_end = std::collections::BTreeSet::new();
+        // An empty partition has nothing to wait for.
+        let mut at_end: std::collections::BTreeSet<i32> = ends.iter().filter(|(_, high)| **high == 0).map(|(p, _)| *p).collect();
         while at_end.len() < self.partitions {
-            assert!(Instant::now() < deadline, "{}: never reached the end", self.topic);
+            if Instant::now() >= deadline {
+                let position = self.consumer.position().ok();
+                let positions: Vec<_> = (0..self.partitions as i32)
+                    .map(|p| (p, position.as_ref().and_then(|l| l.find_partition(&self.topic, p)).map(|e| e.offset())))
+                    .collect();
+                panic!("{}: never reached the end: ends {ends:?}, at end {at_end:?}, positions {positions:?}", self.topic);
+            }
             match self.consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {
                     at_end.remove(&m.partition());
@@ -402,7 +424,17 @@ impl Collector {
                     }
                 }
                 Some(Err(e)) => eprintln!("collector {}: {e}", self.topic),
-                None => {}
+                // An end is reported once: one reached before draining
+                // began shows only in the position.
+                None => {
+                    let position = self.consumer.position().unwrap();
+                    for (p, high) in &ends {
+                        let offset = position.find_partition(&self.topic, *p).and_then(|e| e.offset().to_raw());
+                        if offset.is_some_and(|o| o >= *high) {
+                            at_end.insert(*p);
+                        }
+                    }
+                }
             }
         }
     }
@@ -501,4 +533,72 @@ pub fn sign_with_new_key(config: &mut KafkaConfig) -> (tempfile::TempDir, vigil:
     std::fs::write(&key_file, keys.to_pkcs8_pem().unwrap().as_bytes()).unwrap();
     config.signing.key = Some(key_file);
     (dir, keys)
+}
+
+/// Decisions, alerts and control commands, as subscribers read them.
+pub struct Subscribers(Vec<Collector>);
+
+impl Subscribers {
+    pub fn new(config: &KafkaConfig) -> Subscribers {
+        let t = &config.topics;
+        Subscribers([&t.decisions, &t.alerts, &t.control].iter().map(|topic| Collector::new(&config.brokers, topic)).collect())
+    }
+
+    pub fn decisions_until(&mut self, count: usize) {
+        self.0[0].until_count(deadline(180), count);
+    }
+
+    /// Everything, sorted: partitions interleave differently from run to run.
+    pub fn sorted(&mut self) -> Vec<Vec<Vec<u8>>> {
+        self.0
+            .iter_mut()
+            .map(|c| {
+                c.drain(deadline(60));
+                let mut payloads = c.payloads();
+                payloads.sort();
+                payloads
+            })
+            .collect()
+    }
+}
+
+/// What the file engine writes for `lines`, sorted like [`Subscribers::sorted`].
+pub fn expected(lines: &[String]) -> Vec<Vec<Vec<u8>>> {
+    file_outputs(lines)
+        .into_iter()
+        .take(3)
+        .map(|mut file| {
+            file.sort();
+            file
+        })
+        .collect()
+}
+
+/// Equal, file by file; otherwise the first line that differs, as text.
+pub fn same(got: Vec<Vec<Vec<u8>>>, want: Vec<Vec<Vec<u8>>>) {
+    for (i, (got, want)) in got.iter().zip(&want).enumerate() {
+        let file = vigil::sink::jsonl::FILES[i];
+        if let Some((g, w)) = got.iter().zip(want).find(|(g, w)| g != w) {
+            panic!("{file}: first difference\n  got:  {}\n  want: {}", String::from_utf8_lossy(g), String::from_utf8_lossy(w));
+        }
+        assert_eq!(got.len(), want.len(), "{file}: as many records as an uninterrupted run");
+    }
+}
+
+pub fn decisions_for(lines: &[String]) -> usize {
+    file_output(lines, "decisions.jsonl").len()
+}
+
+/// The demo workload, without the signals that name no agent (a leaked
+/// credential, threat intel): keyed by nothing, they land on any partition,
+/// and their order against the agents' events is then up to the broker.
+pub fn keyed_workload(spec: &vigil::workload::WorkloadSpec) -> Vec<String> {
+    let mut lines = vigil::workload::generate(spec);
+    lines.retain(|line| Input::keyed_json(line).key.is_some() || !line.contains("\"signal_id\""));
+    lines
+}
+
+pub fn send(producer: &TestProducer, config: &KafkaConfig, lines: &[String]) {
+    producer.send(&config.topics.activity, &lines.iter().map(|l| Input::keyed_json(l)).collect::<Vec<_>>());
+    producer.flush();
 }
