@@ -2,6 +2,10 @@
 
 pub mod sled_store;
 
+/// The allocator the `vigil` binary uses, so the benches measure what runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use vigil::event::{ActivityEvent, EventKind, Identity, IdentityMethod, Timestamp};
 use vigil::state::State;
 use vigil::verdict::{Decision, Mode, Verdict};

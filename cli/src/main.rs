@@ -2,6 +2,11 @@
 //!
 //! Exit codes: 0 success, 1 a failed check or test, 2 bad usage or input.
 
+/// mimalloc rather than the system allocator: decoding and folding make
+/// many small, short-lived allocations, and restoring state makes millions.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod config_cmd;
 mod demo;
 mod keys;

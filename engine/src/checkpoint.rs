@@ -269,6 +269,69 @@ mod tests {
         assert_eq!(outputs, whole);
     }
 
+    /// The partition a gateway keyed by agent would send `line` to, of two.
+    fn partition_of(line: &str) -> Option<i32> {
+        let value: serde_json::Value = serde_json::from_str(line).ok()?;
+        let agent = value.get("agent_id")?.as_str()?;
+        Some((crate::state::name_hash(agent) % 2) as i32)
+    }
+
+    fn decide_from(p: &mut Pipeline, line: &str, partition: i32) -> Vec<String> {
+        let mut out = Outputs::default();
+        let record = Record { payload: line.as_bytes().to_vec(), origin: crate::source::Origin { partition, ..Default::default() } };
+        p.process(&record, &mut out);
+        let decisions = out.decisions.iter().map(|d| serde_json::to_string(d).unwrap_or_default());
+        decisions.chain(out.commands.iter().map(|c| serde_json::to_string(c).unwrap_or_default())).collect()
+    }
+
+    /// A changelog per partition, compacted: the latest value per key.
+    fn compact(log: &[Change], partition: i32) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut image = BTreeMap::new();
+        for change in log.iter().filter(|c| c.partition == partition) {
+            match &change.value {
+                Some(v) => drop(image.insert(change.key.clone(), v.clone())),
+                None => drop(image.remove(&change.key)),
+            }
+        }
+        image.into_iter().collect()
+    }
+
+    #[test]
+    fn a_partition_moves_to_another_state_through_its_changelog() {
+        let spec = WorkloadSpec { tenants: 2, agents_per_tenant: 6, tasks_per_agent: 2, actions_per_task: 16, ..WorkloadSpec::default() };
+        let lines: Vec<(String, i32)> = generate(&spec).into_iter().filter_map(|l| Some((l.clone(), partition_of(&l)?))).collect();
+        let mut whole: Vec<String> = Vec::new();
+        let mut single = pipeline(None);
+        for (line, partition) in &lines {
+            whole.extend(decide_from(&mut single, line, *partition));
+        }
+
+        // One state holds both partitions, writing its changes to a changelog
+        // every few records; halfway, partition 1 moves to a second state
+        // rebuilt from the changelog alone.
+        let (first, rest) = lines.split_at(lines.len() / 2);
+        let mut a = pipeline(None);
+        let mut log = Vec::new();
+        let mut outputs = Vec::new();
+        for chunk in first.chunks(7) {
+            for (line, partition) in chunk {
+                outputs.extend(decide_from(&mut a, line, *partition));
+            }
+            log.extend(a.state.take_changes(&[0, 1]));
+        }
+        assert!(a.state.release(&[1]) > 0, "partition 1 had entries to let go");
+        let mut b = pipeline(None);
+        let image = compact(&log, 1);
+        b.state.absorb(1, image.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))).unwrap_or_else(|e| unreachable!("{e}"));
+        for (line, partition) in rest {
+            let owner = if *partition == 1 { &mut b } else { &mut a };
+            outputs.extend(decide_from(owner, line, *partition));
+        }
+        whole.sort();
+        outputs.sort();
+        assert_eq!(outputs, whole);
+    }
+
     #[test]
     fn a_garbled_store_is_refused_not_half_read() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("{e}"));

@@ -29,6 +29,60 @@ pub fn name_hash(name: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(name.as_bytes())
 }
 
+/// Hashes keys that are already uniform hashes ([`Key`], [`Entry`]) by
+/// folding them rather than hashing them again: the state's maps are looked
+/// up several times per event and filled by the million on a restore.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeyHash;
+
+#[derive(Debug, Default)]
+pub struct KeyHasher(u64);
+
+impl std::hash::BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.write_u64(xxhash_rust::xxh3::xxh3_64(bytes));
+    }
+
+    fn write_u128(&mut self, value: u128) {
+        // Already uniform: fold the halves in.
+        self.0 = self.0.rotate_left(23) ^ (value as u64) ^ ((value >> 64) as u64);
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (self.0.rotate_left(23) ^ value).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn write_u8(&mut self, value: u8) {
+        self.write_u64(u64::from(value));
+    }
+
+    fn write_u32(&mut self, value: u32) {
+        self.write_u64(u64::from(value));
+    }
+
+    fn write_usize(&mut self, value: usize) {
+        self.write_u64(value as u64);
+    }
+
+    fn write_isize(&mut self, value: isize) {
+        self.write_u64(value as u64);
+    }
+}
+
+type KeyMap<K, V> = HashMap<K, V, KeyHash>;
+
 /// A map key for a (tenant, id) pair. 128 bits make a collision between two
 /// real ids practically impossible; the entries keep their ids regardless.
 pub type Key = u128;
@@ -110,9 +164,9 @@ pub struct Overdue {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct State {
     pub config: StateConfig,
-    agents: HashMap<Key, Rc<AgentState>>,
-    tasks: HashMap<Key, Rc<TaskState>>,
-    credentials: HashMap<Key, Rc<CredentialState>>,
+    agents: KeyMap<Key, Rc<AgentState>>,
+    tasks: KeyMap<Key, Rc<TaskState>>,
+    credentials: KeyMap<Key, Rc<CredentialState>>,
     threats: HashMap<String, Threat>,
     /// Active tasks by deadline, so overdue ones are found without a scan.
     deadlines: BTreeSet<(Timestamp, Key)>,
@@ -121,12 +175,12 @@ pub struct State {
     /// Entries changed since the last [`State::take_changes`]: what the
     /// changelog and an incremental checkpoint write.
     #[serde(skip)]
-    dirty: HashSet<Entry>,
+    dirty: HashSet<Entry, KeyHash>,
     /// The activity partition each entry lives in (its agent's), so that a
     /// change goes to that partition's changelog and a revoked partition's
     /// entries can be let go. Global entries (threats, clock) have none.
     #[serde(skip)]
-    homes: HashMap<Entry, i32>,
+    homes: KeyMap<Entry, i32>,
     /// The partition of the record being folded.
     #[serde(skip)]
     placing: i32,
@@ -619,24 +673,25 @@ impl State {
     /// merged and the clock is the later of the two. A bad entry refuses the
     /// whole partition and leaves the state as it was.
     pub fn absorb<'a>(&mut self, partition: i32, entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Result<usize, RestoreError> {
+        let entries: Vec<(&[u8], &[u8])> = entries.into_iter().collect();
         let mut agents = Vec::new();
         let mut tasks = Vec::new();
         let mut credentials = Vec::new();
         let mut threats: Option<HashMap<String, Threat>> = None;
         let mut clock: Option<(Timestamp, Timestamp)> = None;
-        for (k, v) in entries {
-            let entry = Entry::from_bytes(k).ok_or_else(|| RestoreError::UnknownKey(hex::encode(k)))?;
-            let corrupt = |e: postcard::Error| RestoreError::Corrupt { key: hex::encode(k), reason: e.to_string() };
-            match entry {
-                Entry::Agent(key) => agents.push((key, postcard::from_bytes::<AgentState>(v).map_err(corrupt)?)),
-                Entry::Task(key) => tasks.push((key, postcard::from_bytes::<TaskState>(v).map_err(corrupt)?)),
-                Entry::Credential(key) => {
-                    credentials.push((key, postcard::from_bytes::<CredentialState>(v).map_err(corrupt)?))
-                }
-                Entry::Threats => threats = Some(postcard::from_bytes(v).map_err(corrupt)?),
-                Entry::Clock => clock = Some(postcard::from_bytes(v).map_err(corrupt)?),
+        for decoded in decode_all(&entries)? {
+            match decoded {
+                Decoded::Agent(key, agent) => agents.push((key, agent)),
+                Decoded::Task(key, task) => tasks.push((key, task)),
+                Decoded::Credential(key, credential) => credentials.push((key, credential)),
+                Decoded::Threats(t) => threats = Some(t),
+                Decoded::Clock(c) => clock = Some(c),
             }
         }
+        self.agents.reserve(agents.len());
+        self.tasks.reserve(tasks.len());
+        self.credentials.reserve(credentials.len());
+        self.homes.reserve(agents.len() + tasks.len() + credentials.len());
         let count = agents.len() + tasks.len() + credentials.len();
         for (key, agent) in agents {
             self.homes.insert(Entry::Agent(key), partition);
@@ -739,6 +794,51 @@ impl State {
             keep
         });
     }
+}
+
+/// One stored entry, decoded.
+enum Decoded {
+    Agent(Key, AgentState),
+    Task(Key, TaskState),
+    Credential(Key, CredentialState),
+    Threats(HashMap<String, Threat>),
+    Clock((Timestamp, Timestamp)),
+}
+
+fn decode_one(k: &[u8], v: &[u8]) -> Result<Decoded, RestoreError> {
+    let entry = Entry::from_bytes(k).ok_or_else(|| RestoreError::UnknownKey(hex::encode(k)))?;
+    let corrupt = |e: postcard::Error| RestoreError::Corrupt { key: hex::encode(k), reason: e.to_string() };
+    Ok(match entry {
+        Entry::Agent(key) => Decoded::Agent(key, postcard::from_bytes(v).map_err(corrupt)?),
+        Entry::Task(key) => Decoded::Task(key, postcard::from_bytes(v).map_err(corrupt)?),
+        Entry::Credential(key) => Decoded::Credential(key, postcard::from_bytes(v).map_err(corrupt)?),
+        Entry::Threats => Decoded::Threats(postcard::from_bytes(v).map_err(corrupt)?),
+        Entry::Clock => Decoded::Clock(postcard::from_bytes(v).map_err(corrupt)?),
+    })
+}
+
+/// Decodes entries on every core: a restore of a million agents is mostly
+/// decoding, and entries are independent.
+fn decode_all(entries: &[(&[u8], &[u8])]) -> Result<Vec<Decoded>, RestoreError> {
+    const SERIAL_BELOW: usize = 4096;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    if threads == 1 || entries.len() < SERIAL_BELOW {
+        return entries.iter().map(|(k, v)| decode_one(k, v)).collect();
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = entries
+            .chunks(entries.len().div_ceil(threads))
+            .map(|chunk| scope.spawn(move || chunk.iter().map(|(k, v)| decode_one(k, v)).collect::<Result<Vec<_>, _>>()))
+            .collect();
+        let mut all = Vec::with_capacity(entries.len());
+        for handle in handles {
+            let decoded = handle
+                .join()
+                .unwrap_or_else(|_| Err(RestoreError::Corrupt { key: String::new(), reason: "a decoder thread panicked".into() }))?;
+            all.extend(decoded);
+        }
+        Ok(all)
+    })
 }
 
 /// `asked_approval`: the decision sent a step-up to a human (a repeat while

@@ -1,8 +1,8 @@
 //! Checkpoint store comparison on the real snapshot shape: full and 10%
 //! incremental checkpoints, restore, size on disk, memory per agent.
 //!
-//! `cargo run --release -p vigil-benches --bin checkpoint -- [AGENTS...]`
-//! (default: 100000 1000000)
+//! `cargo run --release -p vigil-benches --bin checkpoint -- [AGENTS...] [redb|sled]`
+//! (default: 100000 1000000, both stores)
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -64,7 +64,10 @@ fn measure(store_name: &'static str, agents: usize, open: &dyn Fn(&Path) -> Box<
 }
 
 fn main() {
-    let sizes: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    // Store names among the arguments choose the stores; both by default.
+    let only: Vec<&str> = args.iter().map(String::as_str).filter(|a| a.parse::<usize>().is_err()).collect();
     let sizes = if sizes.is_empty() { vec![100_000, 1_000_000] } else { sizes };
 
     println!("memory per idle agent (one task, windows, seen sets):");
@@ -83,6 +86,9 @@ fn main() {
     println!("|---|---|---|---|---|---|---|");
     for &n in &sizes {
         for (name, open) in [("redb", &redb as &dyn Fn(&Path) -> Box<dyn CheckpointStore>), ("sled", &sled)] {
+            if !only.is_empty() && !only.contains(&name) {
+                continue;
+            }
             let r = measure(name, n, open);
             println!(
                 "| {} | {} | {:.2?} | {:.2?} | {:.2?} | {:.1} MiB | {:.1} MiB |",

@@ -6,7 +6,7 @@
 //! tail before it decides anything there. The changelog is compacted: it
 //! keeps each entry's latest value, and a tombstone once the entry is gone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -94,12 +94,12 @@ pub fn rebuild(
             Default::default()
         }
     };
-    let mut images: BTreeMap<i32, BTreeMap<Vec<u8>, Vec<u8>>> = BTreeMap::new();
+    let mut images: BTreeMap<i32, HashMap<Vec<u8>, Vec<u8>>> = BTreeMap::new();
     let mut rebuilt: BTreeMap<i32, Rebuilt> = BTreeMap::new();
     let mut assignment = TopicPartitionList::with_capacity(partitions.len());
     for &partition in partitions {
         let mut from = Offset::Beginning;
-        let mut image = BTreeMap::new();
+        let mut image = HashMap::new();
         let mut from_store = 0;
         if let (Some(store), Some(&position)) = (store, positions.get(&(topic.clone(), partition))) {
             match store.load_partition(partition) {

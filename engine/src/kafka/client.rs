@@ -204,7 +204,12 @@ pub(crate) fn signals_group(config: &KafkaConfig, worker: usize) -> String {
 pub(crate) fn changelog_reader(config: &KafkaConfig, worker: usize) -> ClientConfig {
     let name = format!("{}-restore", member(config, worker));
     let mut client = consumer(config, &name, &name);
-    client.set("enable.partition.eof", "true").set("fetch.wait.max.ms", "20");
+    client
+        .set("enable.partition.eof", "true")
+        .set("fetch.wait.max.ms", "20")
+        // Large fetches: a rebuild reads whole partitions.
+        .set("max.partition.fetch.bytes", "16777216")
+        .set("fetch.max.bytes", "67108864");
     client
 }
 
