@@ -186,6 +186,22 @@ pub struct State {
     placing: i32,
 }
 
+/// What [`State::heap_bytes`] counts: agents with their map, tasks,
+/// credentials, and the other tables (their maps, homes, the change set).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeapBytes {
+    pub agents: usize,
+    pub tasks: usize,
+    pub credentials: usize,
+    pub other: usize,
+}
+
+impl HeapBytes {
+    pub fn total(&self) -> usize {
+        self.agents + self.tasks + self.credentials + self.other
+    }
+}
+
 /// One change to the state, as the changelog and the checkpoint store
 /// record it: the entry's key, its encoded value (`None` once it is gone)
 /// and the activity partition it lives in.
@@ -262,6 +278,63 @@ impl State {
 
     pub fn watermark(&self) -> Timestamp {
         self.watermark
+    }
+
+    /// An estimate of the heap memory the state holds, in bytes: every
+    /// entry's own size and what its strings, sets and queues allocated,
+    /// and the maps' tables at their capacity. Allocator overhead is not
+    /// counted. O(entries): for benchmarks and occasional reports.
+    pub fn heap_bytes(&self) -> HeapBytes {
+        use std::mem::size_of;
+        fn text(s: &str) -> usize {
+            s.len()
+        }
+        fn texts(v: &[String]) -> usize {
+            v.iter().map(|s| size_of::<String>() + s.len()).sum()
+        }
+        fn table<K, V, S>(map: &HashMap<K, V, S>) -> usize {
+            map.capacity() * (size_of::<(K, V)>() + 1)
+        }
+        const RC: usize = 2 * size_of::<usize>();
+        let agents: usize = self
+            .agents
+            .values()
+            .map(|a| {
+                RC + size_of::<AgentState>()
+                    + text(&a.tenant)
+                    + text(&a.agent_id)
+                    + text(&a.workload_id)
+                    + a.windows.as_ref().map_or(0, |_| size_of::<Windows>())
+                    + (a.targets.len() + a.tools.len() + a.destinations.len()) * size_of::<u64>()
+                    + a.last_sensitive_read.as_ref().map_or(0, |r| r.target.capacity())
+                    + a.pending_step_ups.capacity() * size_of::<PendingStepUp>()
+                    + a.chain.capacity() * size_of::<(u64, u32)>()
+            })
+            .sum();
+        let tasks: usize = self
+            .tasks
+            .values()
+            .map(|t| {
+                RC + size_of::<TaskState>()
+                    + text(&t.tenant)
+                    + text(&t.task_id)
+                    + text(&t.agent_id)
+                    + texts(&t.credentials)
+                    + t.scope.as_ref().map_or(0, |s| texts(&s.tools) + texts(&s.targets) + s.data_classes.capacity())
+            })
+            .sum();
+        let credentials: usize = self
+            .credentials
+            .values()
+            .map(|c| RC + size_of::<CredentialState>() + text(&c.id) + text(&c.agent_id) + text(&c.workload_id) + texts(&c.scopes))
+            .sum();
+        let tables = table(&self.tasks) + table(&self.credentials) + table(&self.homes);
+        HeapBytes {
+            agents: agents + table(&self.agents),
+            tasks,
+            credentials,
+            other: tables + self.dirty.capacity() * (size_of::<Entry>() + 1),
+        }
     }
 
     /// The activity partition the next records come from: the agents they

@@ -70,13 +70,23 @@ fn main() {
     let only: Vec<&str> = args.iter().map(String::as_str).filter(|a| a.parse::<usize>().is_err()).collect();
     let sizes = if sizes.is_empty() { vec![100_000, 1_000_000] } else { sizes };
 
-    println!("memory per idle agent (one task, windows, seen sets):");
+    println!("memory per agent (with its task), counted by the state and as RSS growth:");
     for &n in &sizes {
         let before = rss_bytes();
         let mut state = State::new(StateConfig::default());
         fold_agents(&mut state, 0..n, 3, 0);
         let after = rss_bytes();
-        println!("  {n:>9} agents: {:>6.0} bytes/agent (RSS delta, with its task)", (after.saturating_sub(before)) as f64 / n as f64);
+        let active = state.heap_bytes().total() as f64 / n as f64;
+        // One event two hours later: the sweep drops the windows of every
+        // agent quiet for an hour.
+        fold_agents(&mut state, n..n + 1, 1, 7200);
+        let idle = state.heap_bytes();
+        let rss = (after.saturating_sub(before)) as f64 / n as f64;
+        println!(
+            "  {n:>9} agents: active {active:>5.0} B (RSS {rss:.0} B); idle {:>5.0} B, of which the agent alone {:>4.0} B",
+            idle.total() as f64 / n as f64,
+            idle.agents as f64 / n as f64
+        );
         drop(state);
     }
 
