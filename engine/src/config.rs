@@ -150,8 +150,10 @@ impl Default for TopicCreation {
 }
 
 /// Where Avro schema ids resolve. Without anything set, the schemas shipped
-/// in `schemas/` answer ids 1 to 4.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// in `schemas/` answer ids 1 to 4. With `outputs`, decisions (also shadow
+/// ones) and control commands are written as Avro in the Confluent wire
+/// format instead of JSON, under `decision_id` and `control_command_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AvroSettings {
     /// A Schema Registry (`http://host:port`) for ids no local schema answers.
@@ -160,6 +162,25 @@ pub struct AvroSettings {
     pub schema_dir: Option<PathBuf>,
     /// Schema id to file name in `schema_dir`, e.g. `"1" = "activity_event.avsc"`.
     pub ids: BTreeMap<String, String>,
+    /// Write decisions and control commands as Avro rather than JSON.
+    pub outputs: bool,
+    /// The schema id written before each Avro decision.
+    pub decision_id: u32,
+    /// The schema id written before each Avro control command.
+    pub control_command_id: u32,
+}
+
+impl Default for AvroSettings {
+    fn default() -> Self {
+        AvroSettings {
+            registry: None,
+            schema_dir: None,
+            ids: BTreeMap::new(),
+            outputs: false,
+            decision_id: crate::decode::avro::DECISION_ID,
+            control_command_id: crate::decode::avro::CONTROL_COMMAND_ID,
+        }
+    }
 }
 
 /// Signed control commands (`[signing]`). With a `key`, every value on the

@@ -203,8 +203,8 @@ fn top_reason(decision: &Decision) -> String {
 
 /// The commands a signal causes (SPEC §4). `owns_unknown` says whether this
 /// engine speaks for credentials and agents it holds no state for (true on
-/// files and for the signal owner on Kafka), so they are revoked once, not
-/// by every instance.
+/// files; on Kafka, for the worker holding activity partition 0), so they
+/// are revoked once, not by every instance.
 pub fn signal(signal: &Signal, state: &State, owns_unknown: bool) -> Vec<ControlCommand> {
     let now = signal.time;
     let mut commands = Vec::new();

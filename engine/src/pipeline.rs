@@ -273,6 +273,12 @@ impl Pipeline {
         self
     }
 
+    /// Whether this pipeline speaks for agents and credentials no one holds
+    /// state for (see [`decide::signal`]).
+    pub fn set_owns_unknown(&mut self, owns: bool) {
+        self.owns_unknown = owns;
+    }
+
     /// Times each event's rule evaluation into `histogram` (for metrics;
     /// the time never reaches a decision).
     pub fn with_rule_eval_histogram(mut self, histogram: std::sync::Arc<crate::metrics::Histogram>) -> Pipeline {

@@ -221,3 +221,52 @@ fn at_least_once_delivers_every_decision() {
     seen.dedup();
     assert_eq!(seen, expected, "every valid event decided at least once");
 }
+
+/// A decision or command in the Confluent wire format, as JSON: the schema
+/// id it carries, and its fields.
+fn avro_json(bytes: &[u8], schema: &str) -> (u32, serde_json::Value) {
+    assert_eq!(bytes[0], 0, "the Confluent magic byte");
+    let id = u32::from_be_bytes(bytes[1..5].try_into().unwrap());
+    let schema = apache_avro::Schema::parse_str(schema).unwrap();
+    let value = apache_avro::from_avro_datum(&schema, &mut &bytes[5..], None).unwrap();
+    (id, serde_json::Value::try_from(value).unwrap())
+}
+
+#[test]
+fn avro_outputs_carry_the_decisions_and_commands_the_file_engine_gives() {
+    let broker = Broker::shared();
+    let mut config = config(&broker.brokers, "avro-out", 1, Delivery::ExactlyOnce);
+    config.avro.outputs = true;
+    let lines = small_workload();
+    let expected = support::file_outputs(&lines);
+    let producer = TestProducer::new(&broker.brokers);
+    producer.send(&config.topics.activity, &lines.iter().map(|l| Input::keyed_json(l)).collect::<Vec<_>>());
+    producer.flush();
+
+    let engine = Engine::start(&config, decide());
+    let mut decisions = Collector::new(&broker.brokers, &config.topics.decisions);
+    let mut control = Collector::new(&broker.brokers, &config.topics.control);
+    let until = deadline(120);
+    decisions.until_count(until, expected[0].len());
+    control.until_count(until, expected[2].len());
+    engine.stop();
+
+    let fields = ["decision_id", "event_id", "time", "agent_id", "task_id", "decision", "score", "ruleset", "mode"];
+    for (got, want) in decisions.payloads().iter().zip(&expected[0]) {
+        let (id, got) = avro_json(got, vigil::decode::avro::DECISION_AVSC);
+        assert_eq!(id, vigil::decode::avro::DECISION_ID);
+        let want: serde_json::Value = serde_json::from_slice(want).unwrap();
+        for field in fields {
+            assert_eq!(got[field], want[field], "{field} of {}", want["event_id"]);
+        }
+        assert_eq!(got["reasons"].as_array().map(Vec::len), want["reasons"].as_array().map(Vec::len));
+    }
+    for (got, want) in control.payloads().iter().zip(&expected[2]) {
+        let (id, got) = avro_json(got, vigil::decode::avro::CONTROL_COMMAND_AVSC);
+        assert_eq!(id, vigil::decode::avro::CONTROL_COMMAND_ID);
+        let want: serde_json::Value = serde_json::from_slice(want).unwrap();
+        for field in ["command_id", "command", "agent_id", "credential_ids", "reason"] {
+            assert_eq!(got[field], want[field], "{field} of command {}", want["command_id"]);
+        }
+    }
+}

@@ -9,6 +9,11 @@
 //! them with the shipped rules as the baseline and the shipped rules plus one
 //! as the candidate, and prints records per second.
 
+
+/// The allocator the `vigil` binary uses, so this measures what runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -20,6 +20,7 @@ use super::rebalance::{ActivityConsumer, RebalanceContext};
 use super::{avro_decoder, KafkaEngineError, Work, WorkerReport};
 use crate::checkpoint::{CheckpointStore, Offsets};
 use crate::config::{Delivery, KafkaConfig};
+use crate::decode::avro::AvroEncoder;
 use crate::metrics::{Phase, WorkerMetrics};
 use crate::pipeline::{self, Pipeline, RunError, Stats};
 use crate::rules::RuleHost;
@@ -52,7 +53,7 @@ impl Saved {
     }
 }
 
-fn build_pipeline(index: usize, config: &KafkaConfig, work: &Work) -> Result<Option<Pipeline>, KafkaEngineError> {
+fn build_pipeline(config: &KafkaConfig, work: &Work) -> Result<Option<Pipeline>, KafkaEngineError> {
     let Work::Decide { rules: board, state, mode } = work else { return Ok(None) };
     let compile = |ruleset| RuleHost::compile(ruleset).map_err(|e| KafkaEngineError::Rules(e.to_string()));
     let (generation, published) = board.published();
@@ -64,8 +65,8 @@ fn build_pipeline(index: usize, config: &KafkaConfig, work: &Work) -> Result<Opt
         .with_board(Arc::clone(board), generation)
         .with_mode(*mode)
         .with_avro(avro_decoder(config)?)
-        // A signal about an agent no worker holds yet is acted on once, here.
-        .with_owns_unknown(index == 0);
+        // Set once the worker holds partitions (see `Clients::settle`).
+        .with_owns_unknown(false);
     Ok(Some(pipeline))
 }
 
@@ -87,7 +88,7 @@ pub(crate) fn run(
     store: &Store,
 ) -> Result<WorkerReport, KafkaEngineError> {
     let mut pipeline =
-        build_pipeline(index, config, work)?.map(|p| p.with_rule_eval_histogram(Arc::clone(&metrics.rule_eval)));
+        build_pipeline(config, work)?.map(|p| p.with_rule_eval_histogram(Arc::clone(&metrics.rule_eval)));
     let mut saved = pipeline.as_ref().map(Saved::of);
     let mut held = BTreeSet::new();
     let mut report = WorkerReport { worker: index, ..WorkerReport::default() };
@@ -214,6 +215,11 @@ impl Clients {
         if stateful {
             sink = sink.with_changelog(&config.topics.changelog, store.is_some());
         }
+        if config.avro.outputs {
+            let encoder = AvroEncoder::with_ids(config.avro.decision_id, config.avro.control_command_id)
+                .map_err(|e| format!("avro outputs: {e}"))?;
+            sink = sink.with_avro(Some(Arc::new(encoder)));
+        }
         Ok(Clients {
             index,
             config: config.clone(),
@@ -305,6 +311,11 @@ impl Clients {
             }
         }
         self.sink.set_held(held);
+        if let Some(pipeline) = pipeline.as_deref_mut() {
+            // A signal about an agent or credential no worker holds state
+            // for is acted on once in the group: by the holder of partition 0.
+            pipeline.set_owns_unknown(held.contains(&0));
+        }
         if let (Some(pipeline), Some(saved)) = (pipeline.as_deref(), saved.as_mut()) {
             *saved = Saved::of(pipeline);
         }

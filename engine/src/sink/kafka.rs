@@ -27,7 +27,8 @@ use crate::source::kafka::LastInput;
 use crate::sign::Signer;
 use crate::state::{Change, State};
 use crate::source::{Origin, Record};
-use crate::verdict::ControlCommand;
+use crate::decode::avro::AvroEncoder;
+use crate::verdict::{ControlCommand, Decision};
 
 /// W3C trace context: carried from an input to everything it produced.
 const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
@@ -52,6 +53,8 @@ pub struct KafkaSink {
     /// Where the duration of each successful commit goes, if anywhere.
     commit_seconds: Option<Arc<crate::metrics::Histogram>>,
     changelog: Option<Changelog>,
+    /// Decisions and control commands as Avro, when set.
+    avro: Option<Arc<AvroEncoder>>,
 }
 
 /// The changelog side of the sink: the partitions the worker holds, the
@@ -95,6 +98,28 @@ impl KafkaSink {
             buf: Vec::with_capacity(1024),
             commit_seconds: None,
             changelog: None,
+            avro: None,
+        }
+    }
+
+    /// Writes decisions and (unsigned) control commands as Avro.
+    pub(crate) fn with_avro(mut self, encoder: Option<Arc<AvroEncoder>>) -> KafkaSink {
+        self.avro = encoder;
+        self
+    }
+
+    fn send_bytes(&self, topic: &str, key: &str, value: &[u8]) -> Result<(), SinkError> {
+        let headers = self.last.try_borrow().ok().and_then(|last| KafkaSink::trace_headers(&last));
+        self.outbox.send(topic, Some(key.as_bytes()), value, headers).map_err(sink_error)
+    }
+
+    fn send_decision(&mut self, topic_of: fn(&KafkaSink) -> &str, decision: &Decision) -> Result<(), SinkError> {
+        match &self.avro {
+            Some(avro) => {
+                let bytes = avro.decision(decision).map_err(|e| SinkError::Encode(e.to_string()))?;
+                self.send_bytes(topic_of(self), &decision.agent_id, &bytes)
+            }
+            None => self.send_json(topic_of, &decision.agent_id, decision),
         }
     }
 
@@ -157,6 +182,10 @@ impl KafkaSink {
     /// A command as plain JSON, or signed (and in its CAEP form too).
     fn send_command(&mut self, command: &ControlCommand) -> Result<(), SinkError> {
         let Some(signer) = self.signer.clone() else {
+            if let Some(avro) = &self.avro {
+                let bytes = avro.control_command(command).map_err(|e| SinkError::Encode(e.to_string()))?;
+                return self.send_bytes(&self.control, &command.agent_id, &bytes);
+            }
             return self.send_json(|s| &s.control, &command.agent_id, command);
         };
         self.send_text(&self.control, &command.agent_id, &signer.keys.sign(command))?;
@@ -220,7 +249,7 @@ impl Sink for KafkaSink {
         // must have its offset committed with the batch.
         self.outbox.record(origin).map_err(sink_error)?;
         for decision in &out.decisions {
-            self.send_json(|s| &s.decisions, &decision.agent_id, decision)?;
+            self.send_decision(|s| &s.decisions, decision)?;
         }
         for alert in &out.alerts {
             self.send_json(|s| &s.alerts, &out.agent_id, alert)?;
@@ -229,7 +258,7 @@ impl Sink for KafkaSink {
             self.send_command(command)?;
         }
         for decision in &out.shadow_decisions {
-            self.send_json(|s| &s.shadow, &decision.agent_id, decision)?;
+            self.send_decision(|s| &s.shadow, decision)?;
         }
         for letter in &out.dead_letters {
             self.send_dead_letter(letter)?;
