@@ -134,6 +134,10 @@ struct Published {
     commits: u64,
     aborts: u64,
     rebuilds: u64,
+    /// State entries rebuilt on assignment, from the local store and from
+    /// changelog records.
+    restored_from_store: u64,
+    restored_from_changelog: u64,
     /// `(topic, partition, records behind)` of its assigned partitions.
     lag: Vec<(String, i32, i64)>,
 }
@@ -146,6 +150,8 @@ pub struct WorkerMetrics {
     pub rule_eval: Arc<Histogram>,
     /// Kafka commits that succeeded.
     pub commit: Arc<Histogram>,
+    /// Checkpoints written to the local store.
+    pub checkpoint: Arc<Histogram>,
     published: Mutex<Published>,
 }
 
@@ -155,6 +161,7 @@ impl WorkerMetrics {
             index,
             rule_eval: Arc::new(Histogram::new(&RULE_EVAL_BUCKETS)),
             commit: Arc::new(Histogram::new(&COMMIT_BUCKETS)),
+            checkpoint: Arc::new(Histogram::new(&COMMIT_BUCKETS)),
             published: Mutex::new(Published {
                 phase: Phase::Starting,
                 stats: Stats::default(),
@@ -163,6 +170,8 @@ impl WorkerMetrics {
                 commits: 0,
                 aborts: 0,
                 rebuilds: 0,
+                restored_from_store: 0,
+                restored_from_changelog: 0,
                 lag: Vec::new(),
             }),
         }
@@ -234,6 +243,14 @@ impl WorkerMetrics {
     pub fn set_lag(&self, lag: Vec<(String, i32, i64)>) {
         self.lock().lag = lag;
     }
+
+    /// A partition's state rebuilt: entries from the store, records from
+    /// the changelog.
+    pub fn restored(&self, from_store: u64, from_changelog: u64) {
+        let mut published = self.lock();
+        published.restored_from_store += from_store;
+        published.restored_from_changelog += from_changelog;
+    }
 }
 
 /// The registry: every worker of this process, and how to render them.
@@ -255,9 +272,11 @@ struct WorkerView {
     commits: u64,
     aborts: u64,
     rebuilds: u64,
+    restored: (u64, u64),
     lag: Vec<(String, i32, i64)>,
     rule_eval: HistogramSnapshot,
     commit: HistogramSnapshot,
+    checkpoint: HistogramSnapshot,
 }
 
 impl Metrics {
@@ -334,9 +353,11 @@ impl Metrics {
                     commits: p.commits_before + p.commits,
                     aborts: p.aborts_before + p.aborts,
                     rebuilds: p.rebuilds,
+                    restored: (p.restored_from_store, p.restored_from_changelog),
                     lag: p.lag.clone(),
                     rule_eval: w.rule_eval.snapshot(),
                     commit: w.commit.snapshot(),
+                    checkpoint: w.checkpoint.snapshot(),
                 }
             })
             .collect()
@@ -460,6 +481,22 @@ fn render_kafka(text: &mut Text, views: &[WorkerView]) {
     }
     text.histogram("vigil_kafka_commit_seconds", &[], &commit);
 
+    text.family("vigil_checkpoint_seconds", Kind::Histogram, "Time to write one checkpoint (the changes since the last one) to the local store.");
+    let mut checkpoint = HistogramSnapshot::empty(&COMMIT_BUCKETS);
+    for view in views {
+        checkpoint.merge(&view.checkpoint);
+    }
+    text.histogram("vigil_checkpoint_seconds", &[], &checkpoint);
+    text.family(
+        "vigil_state_restored_total",
+        Kind::Counter,
+        "State rebuilt for assigned partitions: entries read from the local store, records read from the changelog.",
+    );
+    let store: u64 = views.iter().map(|v| v.restored.0).sum();
+    let changelog: u64 = views.iter().map(|v| v.restored.1).sum();
+    text.sample("vigil_state_restored_total", &[("source", "store")], store as f64);
+    text.sample("vigil_state_restored_total", &[("source", "changelog")], changelog as f64);
+
     let per_worker = |text: &mut Text, name: &str, help: &str, value: fn(&WorkerView) -> u64| {
         text.family(name, Kind::Counter, help);
         for view in views {
@@ -581,7 +618,9 @@ mod tests {
             worker.committed(&stats());
             worker.rule_eval.observe(Duration::from_micros(3));
             worker.commit.observe(Duration::from_millis(20));
+            worker.checkpoint.observe(Duration::from_millis(300));
             worker.kafka_counts(4, 1);
+            worker.restored(100, 7);
         }
         workers[1].clients_rebuilt();
         workers[1].kafka_counts(2, 0);
@@ -603,6 +642,10 @@ mod tests {
         assert_eq!(get("vigil_rule_eval_seconds_count"), Some(2.0));
         assert_eq!(get("vigil_kafka_commit_seconds_bucket{le=\"0.025\"}"), Some(2.0));
         assert_eq!(get("vigil_kafka_commits_total{worker=\"1\"}"), Some(6.0));
+        assert_eq!(get("vigil_checkpoint_seconds_count"), Some(2.0));
+        assert_eq!(get("vigil_checkpoint_seconds_bucket{le=\"0.1\"}"), Some(0.0));
+        assert_eq!(get("vigil_state_restored_total{source=\"store\"}"), Some(200.0));
+        assert_eq!(get("vigil_state_restored_total{source=\"changelog\"}"), Some(14.0));
         assert_eq!(get("vigil_kafka_aborts_total{worker=\"1\"}"), Some(1.0));
         assert_eq!(get("vigil_kafka_client_rebuilds_total{worker=\"1\"}"), Some(1.0));
         assert_eq!(get("vigil_kafka_consumer_lag{topic=\"agent.activity\",partition=\"1\"}"), Some(5.0));

@@ -77,7 +77,7 @@ fn partitions_move_to_another_instance_with_their_state() {
 
 /// Runs `lines` in three legs, stopping and starting the engine between
 /// them; `between` runs while it is down, with the store's folder.
-fn three_legs(name: &str, between: impl Fn(&Path)) -> (Vec<WorkerReport>, Vec<WorkerReport>, std::path::PathBuf) {
+fn three_legs(name: &str, between: impl Fn(&Path)) -> (Vec<WorkerReport>, Vec<WorkerReport>, std::path::PathBuf, String) {
     let broker = Broker::shared();
     let mut config = config(&broker.brokers, name, 2, Delivery::ExactlyOnce);
     let store = tempfile::tempdir().unwrap();
@@ -97,23 +97,26 @@ fn three_legs(name: &str, between: impl Fn(&Path)) -> (Vec<WorkerReport>, Vec<Wo
     let engine = Engine::start(&config, decide());
     send(&producer, &config, rest);
     subscribers.decisions_until(decisions_for(&lines));
+    let scrape = engine.metrics.render();
     let after = engine.stop();
     same(subscribers.sorted(), expected(&lines));
-    (before, after, store.keep())
+    (before, after, store.keep(), scrape)
 }
 
 #[test]
 fn a_restart_resumes_from_the_local_store_and_the_changelog_tail() {
-    let (_, after, dir) = three_legs("store-restart", |_| {});
+    let (_, after, dir, scrape) = three_legs("store-restart", |_| {});
     let (from_store, from_changelog) = restored(&after);
     eprintln!("restart: {from_store} entries from the store, {from_changelog} changelog records");
     assert!(from_store > 0, "the restart read its state from the local store");
+    let metric = format!("vigil_state_restored_total{{source=\"store\"}} {from_store}\n");
+    assert!(scrape.contains(&metric), "/metrics reports the restore: {scrape}");
     std::fs::remove_dir_all(dir).ok();
 }
 
 #[test]
 fn a_garbled_store_is_refused_and_the_state_comes_from_the_changelog() {
-    let (_, after, dir) = three_legs("store-garbled", |dir| {
+    let (_, after, dir, _) = three_legs("store-garbled", |dir| {
         let path = dir.join(STORE_FILE);
         let mut bytes = std::fs::read(&path).unwrap();
         let len = bytes.len();

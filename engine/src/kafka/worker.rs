@@ -244,10 +244,14 @@ impl Clients {
         let changes = pending.take();
         let topic = &self.config.topics.changelog;
         let partitions: Vec<i32> = held.iter().copied().collect();
+        let started = Instant::now();
         let written = self.outbox.ends(topic, &partitions).map_err(|e| e.to_string()).and_then(|ends| {
             let offsets: Offsets = ends.into_iter().map(|(p, end)| ((topic.clone(), p), end)).collect();
             store.commit(&changes, &offsets).map_err(|e| e.to_string())
         });
+        if written.is_ok() {
+            self.metrics.checkpoint.observe(started.elapsed());
+        }
         match written {
             Ok(()) => tracing::debug!(worker = self.index, changes = changes.len(), "checkpoint written"),
             Err(error) => {
@@ -296,6 +300,7 @@ impl Clients {
                     );
                     self.restored_from_store += part.from_store as u64;
                     self.restored_from_changelog += part.from_changelog as u64;
+                    self.metrics.restored(part.from_store as u64, part.from_changelog as u64);
                     if let Some(pending) = self.sink.pending() {
                         pending.add(part.tail);
                     }
