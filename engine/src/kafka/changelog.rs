@@ -40,7 +40,7 @@ pub struct Rebuilt {
     /// Changelog records read after the store's position.
     pub from_changelog: usize,
     /// What the changelog had beyond the store: the store takes it at the
-    /// next checkpoint.
+    /// next checkpoint. Empty without a store.
     pub tail: Vec<Change>,
 }
 
@@ -156,7 +156,10 @@ pub fn rebuild(
                     None => drop(image.remove(key)),
                 }
                 out.from_changelog += 1;
-                out.tail.push(Change { partition, key: key.to_vec(), value: message.payload().map(<[u8]>::to_vec) });
+                // Only a local store takes the tail; without one it is not copied.
+                if store.is_some() {
+                    out.tail.push(Change { partition, key: key.to_vec(), value: message.payload().map(<[u8]>::to_vec) });
+                }
             }
         }
     }

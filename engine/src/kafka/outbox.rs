@@ -69,6 +69,12 @@ pub(crate) struct Membership {
     pub assigned: Vec<i32>,
 }
 
+impl Membership {
+    fn is_empty(&self) -> bool {
+        self.revoked.is_empty() && self.assigned.is_empty()
+    }
+}
+
 /// Next offsets to commit, per partition, for one input topic.
 #[derive(Debug, Default)]
 struct Positions(Vec<(i32, i64)>);
@@ -454,15 +460,21 @@ impl Outbox {
     }
 
     pub fn membership_changed(&self) -> bool {
-        let batch = self.lock();
-        !batch.membership.revoked.is_empty() || !batch.membership.assigned.is_empty()
+        !self.lock().membership.is_empty()
     }
 
     pub fn take_membership(&self) -> Membership {
         std::mem::take(&mut self.lock().membership)
     }
 
-    pub fn take_interrupt(&self) -> Option<OutboxFailure> {
-        self.lock().interrupt.take()
+    /// What the source must stop for, looked at once per record under one
+    /// lock: a batch a rebalance aborted (`Some(Err)`), or partitions to
+    /// settle between batches (`Some(Ok)`).
+    pub fn interruption(&self) -> Option<Result<(), OutboxFailure>> {
+        let mut batch = self.lock();
+        if let Some(failure) = batch.interrupt.take() {
+            return Some(Err(failure));
+        }
+        (!batch.membership.is_empty()).then_some(Ok(()))
     }
 }

@@ -249,11 +249,11 @@ impl Clients {
             let offsets: Offsets = ends.into_iter().map(|(p, end)| ((topic.clone(), p), end)).collect();
             store.commit(&changes, &offsets).map_err(|e| e.to_string())
         });
-        if written.is_ok() {
-            self.metrics.checkpoint.observe(started.elapsed());
-        }
         match written {
-            Ok(()) => tracing::debug!(worker = self.index, changes = changes.len(), "checkpoint written"),
+            Ok(()) => {
+                self.metrics.checkpoint.observe(started.elapsed());
+                tracing::debug!(worker = self.index, changes = changes.len(), "checkpoint written");
+            }
             Err(error) => {
                 tracing::warn!(worker = self.index, %error, "checkpoint not written; its changes wait for the next");
                 pending.put_back(changes);

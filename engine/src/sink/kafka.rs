@@ -108,6 +108,7 @@ impl KafkaSink {
         self
     }
 
+    /// One output keyed by its agent, with the input's trace context.
     fn send_bytes(&self, topic: &str, key: &str, value: &[u8]) -> Result<(), SinkError> {
         let headers = self.last.try_borrow().ok().and_then(|last| KafkaSink::trace_headers(&last));
         self.outbox.send(topic, Some(key.as_bytes()), value, headers).map_err(sink_error)
@@ -170,13 +171,7 @@ impl KafkaSink {
     fn send_json<T: serde::Serialize>(&mut self, topic_of: fn(&KafkaSink) -> &str, key: &str, value: &T) -> Result<(), SinkError> {
         self.buf.clear();
         serde_json::to_writer(&mut self.buf, value).map_err(|e| SinkError::Encode(e.to_string()))?;
-        let headers = self.last.try_borrow().ok().and_then(|last| KafkaSink::trace_headers(&last));
-        self.outbox.send(topic_of(self), Some(key.as_bytes()), &self.buf, headers).map_err(sink_error)
-    }
-
-    fn send_text(&self, topic: &str, key: &str, value: &str) -> Result<(), SinkError> {
-        let headers = self.last.try_borrow().ok().and_then(|last| KafkaSink::trace_headers(&last));
-        self.outbox.send(topic, Some(key.as_bytes()), value.as_bytes(), headers).map_err(sink_error)
+        self.send_bytes(topic_of(self), key, &self.buf)
     }
 
     /// A command as plain JSON, or signed (and in its CAEP form too).
@@ -188,10 +183,10 @@ impl KafkaSink {
             }
             return self.send_json(|s| &s.control, &command.agent_id, command);
         };
-        self.send_text(&self.control, &command.agent_id, &signer.keys.sign(command))?;
+        self.send_bytes(&self.control, &command.agent_id, signer.keys.sign(command).as_bytes())?;
         if let Some(topic) = &signer.caep_topic {
             match crate::caep::sign(&signer.keys, command, &signer.issuer, &signer.audience) {
-                Ok(token) => self.send_text(topic, &command.agent_id, &token)?,
+                Ok(token) => self.send_bytes(topic, &command.agent_id, token.as_bytes())?,
                 // Only a command with a malformed time could fail, and the
                 // engine makes none; the native command went out anyway.
                 Err(error) => tracing::error!(command_id = command.command_id, %error, "no CAEP form for this command"),

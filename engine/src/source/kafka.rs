@@ -219,13 +219,12 @@ impl Source for KafkaSource {
         }
         let quiet_until = Instant::now() + QUIET_RETURN;
         loop {
-            let outbox = &self.activity.context().outbox;
-            if let Some(failure) = outbox.take_interrupt() {
-                return Err(SourceError::Kafka(failure.to_string()));
-            }
-            // The worker settles partitions that came or went between batches.
-            if outbox.membership_changed() {
-                return self.end_batch();
+            // A batch a rebalance aborted goes back to the last commit;
+            // partitions that came or went are settled between batches.
+            match self.activity.context().outbox.interruption() {
+                Some(Err(failure)) => return Err(SourceError::Kafka(failure.to_string())),
+                Some(Ok(())) => return self.end_batch(),
+                None => {}
             }
             let now = Instant::now();
             let until = match self.batch.deadline {
