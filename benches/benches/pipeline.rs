@@ -45,7 +45,7 @@ fn pass(records: &[Record], rules: &RulesetSource, buf: &mut Vec<u8>) -> usize {
             let _ = serde_json::to_writer(&mut *buf, d);
         }
         for a in &out.alerts {
-            let _ = serde_json::to_writer(&mut *buf, a);
+            buf.extend_from_slice(a.as_bytes());
         }
         black_box(&buf);
     }

@@ -11,7 +11,6 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use serde_json::Value;
 
 use crate::decide::{self, ocsf};
 use crate::decode::{self, avro::AvroDecoder, DecodeError};
@@ -36,7 +35,8 @@ pub struct DeadLetter {
 #[derive(Debug, Default, Clone)]
 pub struct Outputs {
     pub decisions: Vec<Decision>,
-    pub alerts: Vec<Value>,
+    /// OCSF findings, as JSON text (see [`ocsf::Finding`]).
+    pub alerts: Vec<String>,
     pub commands: Vec<ControlCommand>,
     pub dead_letters: Vec<DeadLetter>,
     /// Decisions of the candidate ruleset (`mode: shadow`), if one runs.
@@ -372,7 +372,8 @@ impl Pipeline {
         self.state.apply(&event, depth, &outcome.decision, &outcome.commands);
         let rules = &self.rules;
         if let Some(alert) = ocsf::finding(&outcome.decision, &event, |id| rules.metas().find(|m| m.id == id)) {
-            out.alerts.push(alert);
+            // Only strings and numbers: writing it cannot fail.
+            out.alerts.push(serde_json::to_string(&alert).unwrap_or_default());
         }
         out.agent_id.clone_from(&event.agent_id);
         out.decisions.push(outcome.decision);

@@ -146,7 +146,7 @@ fn the_unacknowledged_revocation_finding_matches_the_schema() {
             expires_at: None,
         };
         for (attempt, last) in [(1, false), (4, true)] {
-            let finding = vigil::decide::ocsf::unacknowledged(&command, attempt, last, 1_795_000_000_000);
+            let finding = vigil::decide::ocsf::unacknowledged(&command, attempt, last, 1_795_000_000_000).to_value();
             assert_eq!(errors(&validator, &finding), BTreeMap::new(), "{finding}");
         }
     }

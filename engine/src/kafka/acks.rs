@@ -174,7 +174,7 @@ impl Tracker {
             let last = pending.sends > self.max_reissues;
             let alert = ocsf::unacknowledged(&pending.command, pending.sends, last, now);
             let key = pending.command.agent_id.clone();
-            let alert_text = alert.to_string();
+            let alert_text = serde_json::to_string(&alert).unwrap_or_default();
             self.send(BaseRecord::to(&self.alerts).key(key.as_bytes()).payload(alert_text.as_bytes()));
             self.counts.escalated.fetch_add(1, Ordering::Relaxed);
             if last {

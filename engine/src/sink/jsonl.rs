@@ -63,7 +63,7 @@ impl Sink for JsonlSink {
             line(&mut self.decisions, d).map_err(io)?;
         }
         for a in &out.alerts {
-            line(&mut self.alerts, a).map_err(io)?;
+            self.alerts.write_all(a.as_bytes()).and_then(|()| self.alerts.write_all(b"\n")).map_err(io)?;
         }
         for c in &out.commands {
             line(&mut self.control, c).map_err(io)?;

@@ -247,7 +247,7 @@ impl Sink for KafkaSink {
             self.send_decision(|s| &s.decisions, decision)?;
         }
         for alert in &out.alerts {
-            self.send_json(|s| &s.alerts, &out.agent_id, alert)?;
+            self.send_bytes(&self.alerts, &out.agent_id, alert.as_bytes())?;
         }
         for command in &out.commands {
             self.send_command(command)?;
