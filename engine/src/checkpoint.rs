@@ -269,6 +269,41 @@ mod tests {
         assert_eq!(outputs, whole);
     }
 
+    /// Every task with a deadline the state still watches, by id.
+    fn watched(state: &State) -> Vec<String> {
+        let overdue = state.due_deadlines(crate::event::Timestamp(i64::MAX));
+        overdue.iter().map(|o| o.task.task_id.clone()).collect()
+    }
+
+    #[test]
+    fn a_rolled_back_batch_leaves_no_trace() {
+        let spec = WorkloadSpec { tenants: 2, agents_per_tenant: 4, tasks_per_agent: 3, actions_per_task: 12, ..WorkloadSpec::default() };
+        let lines = generate(&spec);
+        // A short memory, so that sweeps forget agents, tasks and credentials mid-batch.
+        let forgetful = || {
+            let mut p = pipeline(None);
+            p.state.config = StateConfig { agent_idle_s: 90, task_retention_s: 1, sweep_every_s: 1, ..StateConfig::default() };
+            p
+        };
+        let whole = decide(&mut forgetful(), &lines);
+
+        let mut p = forgetful();
+        p.state.mark();
+        let mut outputs = Vec::new();
+        for chunk in lines.chunks(29) {
+            let before = (p.state.clone().snapshot(0), watched(&p.state));
+            let first = decide(&mut p, chunk);
+            p.state.rollback();
+            assert_eq!((p.state.clone().snapshot(0), watched(&p.state)), before);
+            // Done again from the mark, the batch gives the same outputs.
+            let again = decide(&mut p, chunk);
+            assert_eq!(again, first);
+            p.state.mark();
+            outputs.extend(again);
+        }
+        assert_eq!(outputs, whole);
+    }
+
     /// The partition a gateway keyed by agent would send `line` to, of two.
     fn partition_of(line: &str) -> Option<i32> {
         let value: serde_json::Value = serde_json::from_str(line).ok()?;

@@ -184,6 +184,24 @@ pub struct State {
     /// The partition of the record being folded.
     #[serde(skip)]
     placing: i32,
+    /// What changed since the last [`State::mark`], to undo it.
+    #[serde(skip)]
+    journal: Journal,
+}
+
+/// The values entries had at the last [`State::mark`], kept the first time
+/// each is changed after it: undoing a batch costs what the batch touched,
+/// not the size of the state. `None` for an entry that did not exist.
+#[derive(Debug, Clone, Default)]
+struct Journal {
+    open: bool,
+    agents: KeyMap<Key, Option<Rc<AgentState>>>,
+    tasks: KeyMap<Key, Option<Rc<TaskState>>>,
+    credentials: KeyMap<Key, Option<Rc<CredentialState>>>,
+    homes: KeyMap<Entry, Option<i32>>,
+    threats: Option<HashMap<String, Threat>>,
+    clock: (Timestamp, Timestamp),
+    dirty: HashSet<Entry, KeyHash>,
 }
 
 /// What [`State::heap_bytes`] counts: agents with their map, tasks,
@@ -266,6 +284,102 @@ pub enum RestoreError {
 impl State {
     pub fn new(config: StateConfig) -> State {
         State { config, ..State::default() }
+    }
+
+    /// Marks the state as committed: [`State::rollback`] returns here. The
+    /// first mark turns the journal on; a state never marked keeps none.
+    pub fn mark(&mut self) {
+        let journal = &mut self.journal;
+        journal.open = true;
+        journal.agents.clear();
+        journal.tasks.clear();
+        journal.credentials.clear();
+        journal.homes.clear();
+        journal.threats = None;
+        journal.clock = (self.watermark, self.last_sweep);
+        journal.dirty.clone_from(&self.dirty);
+    }
+
+    /// Undoes every change since the last [`State::mark`] and marks again.
+    pub fn rollback(&mut self) {
+        if !self.journal.open {
+            return;
+        }
+        let mut journal = std::mem::take(&mut self.journal);
+        for (k, old) in journal.agents.drain() {
+            match old {
+                Some(agent) => self.agents.insert(k, agent),
+                None => self.agents.remove(&k),
+            };
+        }
+        for (k, old) in journal.tasks.drain() {
+            // The deadline index follows the tasks: active ones with a deadline.
+            if let Some(deadline) = self.tasks.get(&k).and_then(|t| t.deadline) {
+                self.deadlines.remove(&(deadline, k));
+            }
+            match old {
+                Some(task) => {
+                    if let (Some(deadline), TaskStatus::Active) = (task.deadline, task.status) {
+                        self.deadlines.insert((deadline, k));
+                    }
+                    self.tasks.insert(k, task)
+                }
+                None => self.tasks.remove(&k),
+            };
+        }
+        for (k, old) in journal.credentials.drain() {
+            match old {
+                Some(credential) => self.credentials.insert(k, credential),
+                None => self.credentials.remove(&k),
+            };
+        }
+        for (entry, old) in journal.homes.drain() {
+            match old {
+                Some(home) => self.homes.insert(entry, home),
+                None => self.homes.remove(&entry),
+            };
+        }
+        if let Some(threats) = journal.threats.take() {
+            self.threats = threats;
+        }
+        (self.watermark, self.last_sweep) = journal.clock;
+        std::mem::swap(&mut self.dirty, &mut journal.dirty);
+        self.journal = journal;
+        self.mark();
+    }
+
+    fn keep_agent(&mut self, k: Key) {
+        if self.journal.open {
+            let agents = &self.agents;
+            self.journal.agents.entry(k).or_insert_with(|| agents.get(&k).cloned());
+        }
+    }
+
+    fn keep_task(&mut self, k: Key) {
+        if self.journal.open {
+            let tasks = &self.tasks;
+            self.journal.tasks.entry(k).or_insert_with(|| tasks.get(&k).cloned());
+        }
+    }
+
+    fn keep_credential(&mut self, k: Key) {
+        if self.journal.open {
+            let credentials = &self.credentials;
+            self.journal.credentials.entry(k).or_insert_with(|| credentials.get(&k).cloned());
+        }
+    }
+
+    fn keep_home(&mut self, entry: Entry) {
+        if self.journal.open {
+            let homes = &self.homes;
+            self.journal.homes.entry(entry).or_insert_with(|| homes.get(&entry).copied());
+        }
+    }
+
+    fn keep_threats(&mut self) {
+        if self.journal.open && self.journal.threats.is_none() {
+            self.journal.threats = Some(self.threats.clone());
+        }
     }
 
     pub fn agent_count(&self) -> usize {
@@ -376,6 +490,7 @@ impl State {
             None => true,
         };
         if fresh {
+            self.keep_agent(agent_key);
             let agent = AgentState::new(&event.tenant, &event.agent_id, &event.workload_id, now);
             self.agents.insert(agent_key, Rc::new(agent));
             self.dirty.insert(Entry::Agent(agent_key));
@@ -410,8 +525,10 @@ impl State {
         let tenant = event.tenant.as_str();
 
         let agent_key = key(tenant, &event.agent_id);
+        self.keep_agent(agent_key);
         self.dirty.insert(Entry::Agent(agent_key));
         if self.homes.get(&Entry::Agent(agent_key)) != Some(&self.placing) {
+            self.keep_home(Entry::Agent(agent_key));
             self.homes.insert(Entry::Agent(agent_key), self.placing);
         }
         let agent = Rc::make_mut(
@@ -442,6 +559,7 @@ impl State {
         }
         if let Some(used) = &event.credential {
             let cred_key = key(tenant, &used.id);
+            self.keep_credential(cred_key);
             if let Some(c) = self.credentials.get_mut(&cred_key) {
                 Rc::make_mut(c).last_seen = now;
                 self.dirty.insert(Entry::Credential(cred_key));
@@ -453,6 +571,7 @@ impl State {
     fn fold_task(&mut self, event: &ActivityEvent, task_id: &str, depth: u32) {
         let now = event.time;
         let task_key = key(&event.tenant, task_id);
+        self.keep_task(task_key);
         self.dirty.insert(Entry::Task(task_key));
         let forgotten = self.tasks.get(&task_key).is_some_and(|t| self.task_is_forgotten(t, now));
         if forgotten || event.kind == EventKind::TaskStarted {
@@ -505,6 +624,7 @@ impl State {
     fn issue_credential(&mut self, event: &ActivityEvent) {
         let Some(cred) = &event.credential else { return };
         let cred_key = key(&event.tenant, &cred.id);
+        self.keep_credential(cred_key);
         self.dirty.insert(Entry::Credential(cred_key));
         self.credentials.insert(
             cred_key,
@@ -523,7 +643,9 @@ impl State {
             }),
         );
         if let Some(task_id) = event.task_id.as_deref() {
-            if let Some(task) = self.tasks.get_mut(&key(&event.tenant, task_id)) {
+            let task_key = key(&event.tenant, task_id);
+            self.keep_task(task_key);
+            if let Some(task) = self.tasks.get_mut(&task_key) {
                 let task = Rc::make_mut(task);
                 if !task.credentials.contains(&cred.id) {
                     task.credentials.push(cred.id.clone());
@@ -539,6 +661,7 @@ impl State {
                 CommandKind::RevokeCredentials | CommandKind::RevokeAgent => {
                     for id in &command.credential_ids {
                         let cred_key = key(&command.tenant, id);
+                        self.keep_credential(cred_key);
                         if let Some(c) = self.credentials.get_mut(&cred_key) {
                             Rc::make_mut(c).revoked_at.get_or_insert(now);
                             self.dirty.insert(Entry::Credential(cred_key));
@@ -547,6 +670,7 @@ impl State {
                 }
                 CommandKind::Quarantine | CommandKind::Release => {
                     let agent_key = key(&command.tenant, &command.agent_id);
+                    self.keep_agent(agent_key);
                     if let Some(agent) = self.agents.get_mut(&agent_key) {
                         Rc::make_mut(agent).quarantined = command.command == CommandKind::Quarantine;
                         self.dirty.insert(Entry::Agent(agent_key));
@@ -563,6 +687,7 @@ impl State {
         match signal.kind {
             SignalKind::ThreatIntel | SignalKind::WorkloadCompromised => {
                 let threat = Threat { severity: signal.severity, signal_id: signal.signal_id.clone() };
+                self.keep_threats();
                 for subject in [&signal.target, &signal.workload_id].into_iter().flatten() {
                     self.threats.insert(subject.clone(), threat.clone());
                 }
@@ -571,6 +696,7 @@ impl State {
             SignalKind::CredentialLeaked => {
                 if let Some(id) = &signal.credential_id {
                     let cred_key = key(&signal.tenant, id);
+                    self.keep_credential(cred_key);
                     if let Some(c) = self.credentials.get_mut(&cred_key) {
                         Rc::make_mut(c).leaked = true;
                         self.dirty.insert(Entry::Credential(cred_key));
@@ -645,6 +771,7 @@ impl State {
 
     pub fn expire_task(&mut self, tenant: &str, task_id: &str) {
         let task_key = key(tenant, task_id);
+        self.keep_task(task_key);
         if let Some(task) = self.tasks.get_mut(&task_key) {
             self.dirty.insert(Entry::Task(task_key));
             let task = Rc::make_mut(task);
@@ -685,7 +812,10 @@ impl State {
             let home = match value {
                 Some(_) => self.home_of(entry),
                 // Gone: its tombstone goes where its value went, if it ever did.
-                None => self.homes.remove(&entry),
+                None => {
+                    self.keep_home(entry);
+                    self.homes.remove(&entry)
+                }
             };
             if let Some(partition) = home {
                 changes.push(Change { partition, key: entry.to_bytes(), value });
@@ -712,6 +842,7 @@ impl State {
             Entry::Threats | Entry::Clock => return None,
         };
         let home = self.homes.get(&owner).copied().unwrap_or(self.placing);
+        self.keep_home(entry);
         self.homes.insert(entry, home);
         Some(home)
     }
@@ -744,7 +875,8 @@ impl State {
     /// Adds the stored entries of `partition` (a partition this state did
     /// not hold) to the state: its agents, tasks and credentials; threats are
     /// merged and the clock is the later of the two. A bad entry refuses the
-    /// whole partition and leaves the state as it was.
+    /// whole partition and leaves the state as it was. Between batches only:
+    /// this is not journaled, so [`State::mark`] the state afterwards.
     pub fn absorb<'a>(&mut self, partition: i32, entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Result<usize, RestoreError> {
         let entries: Vec<(&[u8], &[u8])> = entries.into_iter().collect();
         let mut agents = Vec::new();
@@ -793,6 +925,7 @@ impl State {
 
     /// Lets go of every entry living in one of `partitions` (revoked: their
     /// next owner rebuilds them from the changelog). Returns how many.
+    /// Between batches only, like [`State::absorb`].
     pub fn release(&mut self, partitions: &[i32]) -> usize {
         let gone: Vec<Entry> = self.homes.iter().filter(|(_, p)| partitions.contains(p)).map(|(e, _)| *e).collect();
         for entry in &gone {
@@ -827,19 +960,24 @@ impl State {
 
     fn sweep(&mut self, now: Timestamp) {
         let idle = self.config.agent_idle_s as i64;
-        let dirty = &mut self.dirty;
-        self.agents.retain(|k, a| {
-            let keep = now <= a.last_seen.plus_secs(idle);
-            if !keep {
-                dirty.insert(Entry::Agent(*k));
-            }
-            keep
-        });
-        for (k, agent) in self.agents.iter_mut() {
-            // Windows only matter for an hour; an idle agent drops them.
-            if agent.windows.is_some() && now > agent.last_seen.plus_secs(3600) {
+        let forgotten: Vec<Key> = self.agents.iter().filter(|(_, a)| now > a.last_seen.plus_secs(idle)).map(|(k, _)| *k).collect();
+        for agent_key in forgotten {
+            self.keep_agent(agent_key);
+            self.agents.remove(&agent_key);
+            self.dirty.insert(Entry::Agent(agent_key));
+        }
+        // Windows only matter for an hour; an idle agent drops them.
+        let quiet: Vec<Key> = self
+            .agents
+            .iter()
+            .filter(|(_, a)| a.windows.is_some() && now > a.last_seen.plus_secs(3600))
+            .map(|(k, _)| *k)
+            .collect();
+        for agent_key in quiet {
+            self.keep_agent(agent_key);
+            if let Some(agent) = self.agents.get_mut(&agent_key) {
                 Rc::make_mut(agent).windows = None;
-                dirty.insert(Entry::Agent(*k));
+                self.dirty.insert(Entry::Agent(agent_key));
             }
         }
         let forgotten: Vec<Key> = self
@@ -849,6 +987,7 @@ impl State {
             .map(|(k, _)| *k)
             .collect();
         for task_key in forgotten {
+            self.keep_task(task_key);
             self.dirty.insert(Entry::Task(task_key));
             if let Some(task) = self.tasks.remove(&task_key) {
                 if let Some(deadline) = task.deadline {
@@ -857,15 +996,17 @@ impl State {
             }
         }
         let retention = self.config.task_retention_s as i64;
-        let dirty = &mut self.dirty;
-        self.credentials.retain(|k, c| {
-            let until = c.expires_at().unwrap_or(c.last_seen).max(c.last_seen);
-            let keep = now <= until.plus_secs(retention);
-            if !keep {
-                dirty.insert(Entry::Credential(*k));
-            }
-            keep
-        });
+        let forgotten: Vec<Key> = self
+            .credentials
+            .iter()
+            .filter(|(_, c)| now > c.expires_at().unwrap_or(c.last_seen).max(c.last_seen).plus_secs(retention))
+            .map(|(k, _)| *k)
+            .collect();
+        for cred_key in forgotten {
+            self.keep_credential(cred_key);
+            self.credentials.remove(&cred_key);
+            self.dirty.insert(Entry::Credential(cred_key));
+        }
     }
 }
 

@@ -34,6 +34,8 @@ use vigil::kafka::admin::block_on;
 use vigil::kafka::{self, Work};
 use vigil::rules::RulesetSource;
 use vigil::workload::{generate, WorkloadSpec};
+// The benches' library brings the allocator the `vigil` binary uses.
+use vigil_benches as _;
 
 type Failure = Box<dyn std::error::Error>;
 

@@ -29,26 +29,26 @@ use crate::sink::kafka::KafkaSink;
 use crate::sink::Sink;
 use crate::source::kafka::{BatchLimits, KafkaSource, LastInput};
 use crate::source::{Record, Source};
-use crate::state::State;
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a worker logs its shadow ruleset's divergences.
 const SHADOW_SUMMARY_EVERY: Duration = Duration::from_secs(60);
 const INIT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The state and counts as of the last commit.
+/// The counts as of the last commit; the state keeps its own journal back
+/// to it ([`crate::state::State::mark`], [`crate::state::State::rollback`]).
 struct Saved {
-    state: State,
     stats: Stats,
 }
 
 impl Saved {
-    fn of(pipeline: &Pipeline) -> Saved {
-        Saved { state: pipeline.state.clone(), stats: pipeline.stats.clone() }
+    fn of(pipeline: &mut Pipeline) -> Saved {
+        pipeline.state.mark();
+        Saved { stats: pipeline.stats.clone() }
     }
 
     fn restore(&self, pipeline: &mut Pipeline) {
-        pipeline.state = self.state.clone();
+        pipeline.state.rollback();
         pipeline.stats = self.stats.clone();
     }
 }
@@ -89,7 +89,7 @@ pub(crate) fn run(
 ) -> Result<WorkerReport, KafkaEngineError> {
     let mut pipeline =
         build_pipeline(config, work)?.map(|p| p.with_rule_eval_histogram(Arc::clone(&metrics.rule_eval)));
-    let mut saved = pipeline.as_ref().map(Saved::of);
+    let mut saved = pipeline.as_mut().map(Saved::of);
     let mut held = BTreeSet::new();
     let mut report = WorkerReport { worker: index, ..WorkerReport::default() };
     let mut backoff = Backoff::new();
@@ -321,7 +321,7 @@ impl Clients {
             // for is acted on once in the group: by the holder of partition 0.
             pipeline.set_owns_unknown(held.contains(&0));
         }
-        if let (Some(pipeline), Some(saved)) = (pipeline.as_deref(), saved.as_mut()) {
+        if let (Some(pipeline), Some(saved)) = (pipeline, saved.as_mut()) {
             *saved = Saved::of(pipeline);
         }
         self.metrics.set_phase(Phase::Assigned(held.len()));
@@ -373,7 +373,7 @@ impl Clients {
             match result {
                 Ok(()) => {
                     if self.source.batch_records() > 0 {
-                        if let (Some(pipeline), Some(saved)) = (pipeline.as_deref(), saved.as_mut()) {
+                        if let (Some(pipeline), Some(saved)) = (pipeline.as_deref_mut(), saved.as_mut()) {
                             *saved = Saved::of(pipeline);
                             self.metrics.committed(&saved.stats);
                             self.log_shadow(pipeline, &saved.stats);
