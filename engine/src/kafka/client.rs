@@ -2,7 +2,9 @@
 //! errors and failed deliveries into `tracing`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
@@ -56,11 +58,19 @@ impl ConsumerContext for ClientLog {}
 
 /// The producer's context: counts outputs the broker refused for good, so
 /// that at-least-once delivery never commits offsets past a lost output.
-/// Only failures are reported (`delivery.report.only.error`).
+/// At least once, every delivery is reported, so that a batch can wait
+/// for its outputs to settle (delivered or failed) on a signal rather than
+/// by polling; exactly once, only failures are.
 #[derive(Debug)]
 pub(crate) struct DeliveryLog {
     pub worker: usize,
     pub failures: AtomicU64,
+    /// Outputs the broker acknowledged or refused, all told.
+    settled: AtomicU64,
+    /// Whether a worker is waiting in [`DeliveryLog::wait_settled`].
+    waiting: AtomicBool,
+    lock: Mutex<()>,
+    wake: Condvar,
     /// Why the broker refused our credentials, once it has: a wrong
     /// password is not worth waiting out like a broker that is away.
     pub authentication: std::sync::Mutex<Option<String>>,
@@ -68,11 +78,41 @@ pub(crate) struct DeliveryLog {
 
 impl DeliveryLog {
     pub fn new(worker: usize) -> DeliveryLog {
-        DeliveryLog { worker, failures: AtomicU64::new(0), authentication: std::sync::Mutex::new(None) }
+        DeliveryLog {
+            worker,
+            failures: AtomicU64::new(0),
+            settled: AtomicU64::new(0),
+            waiting: AtomicBool::new(false),
+            lock: Mutex::new(()),
+            wake: Condvar::new(),
+            authentication: std::sync::Mutex::new(None),
+        }
     }
 
     pub fn authentication_failure(&self) -> Option<String> {
         self.authentication.lock().ok().and_then(|reason| reason.clone())
+    }
+
+    /// Waits until `sent` outputs in all have settled; false on timeout.
+    pub fn wait_settled(&self, sent: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let Ok(mut guard) = self.lock.lock() else { return false };
+        self.waiting.store(true, Ordering::SeqCst);
+        let settled = loop {
+            if self.settled.load(Ordering::SeqCst) >= sent {
+                break true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break false;
+            }
+            match self.wake.wait_timeout(guard, left) {
+                Ok((next, _)) => guard = next,
+                Err(_) => return false,
+            }
+        };
+        self.waiting.store(false, Ordering::SeqCst);
+        settled
     }
 }
 
@@ -99,6 +139,12 @@ impl ProducerContext for DeliveryLog {
             use rdkafka::Message;
             self.failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(worker = self.worker, topic = message.topic(), error = %error, "output not delivered");
+        }
+        self.settled.fetch_add(1, Ordering::SeqCst);
+        // Taking the lock orders this wake-up after the waiter's last look.
+        if self.waiting.load(Ordering::SeqCst) {
+            let _guard = self.lock.lock();
+            self.wake.notify_all();
         }
     }
 }
@@ -161,11 +207,11 @@ pub(crate) fn producer(config: &KafkaConfig, worker: usize) -> ClientConfig {
         .set("client.id", member(config, worker))
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("delivery.report.only.error", "true")
         .set("compression.type", "lz4");
     match config.delivery {
         Delivery::ExactlyOnce => {
             client
+                .set("delivery.report.only.error", "true")
                 .set("transactional.id", transactional_id(config, worker))
                 .set("linger.ms", "5")
                 .set("transaction.timeout.ms", "60000");

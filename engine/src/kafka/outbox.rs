@@ -126,6 +126,8 @@ pub(crate) struct Outbox {
     batch: Mutex<Batch>,
     fatal: AtomicBool,
     shutdown: Arc<AtomicBool>,
+    /// Outputs handed to the producer, all told.
+    sent: AtomicU64,
     pub commits: AtomicU64,
     pub aborts: AtomicU64,
 }
@@ -174,6 +176,7 @@ impl Outbox {
             batch: Mutex::new(Batch::default()),
             fatal: AtomicBool::new(false),
             shutdown,
+            sent: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             aborts: AtomicU64::new(0),
         }
@@ -309,7 +312,10 @@ impl Outbox {
         let mut waited_at_shutdown = Duration::ZERO;
         loop {
             match self.producer.send(record) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.sent.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     if self.shutdown.load(Ordering::Relaxed) {
                         waited_at_shutdown += QUEUE_FULL_WAIT;
@@ -381,7 +387,16 @@ impl Outbox {
     }
 
     fn commit_acknowledged<C: ConsumerContext>(&self, batch: &Batch, activity: &BaseConsumer<C>) -> Result<(), OutboxFailure> {
-        self.retry("flush outputs", || self.producer.flush(CALL_TIMEOUT))?;
+        // Every output so far settled: what `flush` waits for, but woken by
+        // the last delivery report rather than by polling for it.
+        let sent = self.sent.load(Ordering::Relaxed);
+        self.retry("flush outputs", || {
+            if self.producer.context().wait_settled(sent, CALL_TIMEOUT) {
+                Ok(())
+            } else {
+                Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut))
+            }
+        })?;
         let failures = self.producer.context().failures.load(Ordering::Relaxed);
         if failures > batch.failures_at_begin {
             return Err(OutboxFailure::Aborted(format!(
