@@ -32,6 +32,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use vigil::config::{Delivery, KafkaConfig, Topics};
 use vigil::kafka::admin::block_on;
 use vigil::kafka::{self, Work};
+use vigil::metrics::{Metrics, Phase};
 use vigil::rules::RulesetSource;
 use vigil::workload::{generate, WorkloadSpec};
 // The benches' library brings the allocator the `vigil` binary uses.
@@ -295,9 +296,10 @@ fn scenario(args: &Args, brokers: &str, delivery: Delivery, pass_through: bool, 
         Work::decide(RulesetSource::shipped()?)
     };
     let shutdown = Arc::new(AtomicBool::new(false));
+    let metrics = Arc::new(Metrics::new());
     let engine = {
-        let (config, stop) = (config.clone(), Arc::clone(&shutdown));
-        std::thread::spawn(move || kafka::run(&config, &work, stop))
+        let (config, stop, watched) = (config.clone(), Arc::clone(&shutdown), Arc::clone(&metrics));
+        std::thread::spawn(move || kafka::run_with_metrics(&config, &work, stop, &watched))
     };
     let epoch = Instant::now();
     let producer = producer(brokers)?;
@@ -317,6 +319,15 @@ fn scenario(args: &Args, brokers: &str, delivery: Delivery, pass_through: bool, 
             return Err("the engine produced nothing within 120 s".into());
         }
         read(&consumer, epoch, &mut seen, Duration::from_millis(100));
+    }
+    // ... and the group has settled: every worker decides its share, so no
+    // rebalance falls into the timed load.
+    while !settled(&metrics, args.partitions as usize, args.workers) {
+        if Instant::now() > warm_until {
+            shutdown.store(true, Ordering::Relaxed);
+            return Err("the group did not settle within 120 s".into());
+        }
+        read(&consumer, epoch, &mut seen, Duration::from_millis(50));
     }
 
     // The timed load, on its own thread so the reader keeps reading.
@@ -384,6 +395,19 @@ fn scenario(args: &Args, brokers: &str, delivery: Delivery, pass_through: bool, 
     })
 }
 
+
+/// Whether every worker holds partitions and together they hold them all.
+fn settled(metrics: &Metrics, partitions: usize, workers: usize) -> bool {
+    let held: Vec<usize> = metrics
+        .phases()
+        .into_iter()
+        .filter_map(|phase| match phase {
+            Phase::Assigned(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    held.len() == workers && held.iter().sum::<usize>() == partitions && held.iter().all(|n| *n > 0 || workers > partitions)
+}
 
 /// Leaves a shared broker as it was found.
 fn delete_topics(brokers: &str, topics: &Topics) {

@@ -370,6 +370,9 @@ impl Outbox {
     }
 
     fn commit_transaction<C: ConsumerContext>(&self, batch: &Batch, activity: &BaseConsumer<C>) -> Result<(), OutboxFailure> {
+        // The commit would flush the outputs itself, but measurably slower
+        // than waiting for their delivery reports here.
+        self.settle()?;
         if !batch.activity.0.is_empty() {
             let offsets = batch.activity.list(&self.activity_topic).map_err(|e| self.fail("offsets", &e))?;
             let group = activity
@@ -386,9 +389,10 @@ impl Outbox {
         self.retry("commit transaction", || self.producer.commit_transaction(CALL_TIMEOUT))
     }
 
-    fn commit_acknowledged<C: ConsumerContext>(&self, batch: &Batch, activity: &BaseConsumer<C>) -> Result<(), OutboxFailure> {
-        // Every output so far settled: what `flush` waits for, but woken by
-        // the last delivery report rather than by polling for it.
+    /// Waits until every output so far is delivered or refused: what the
+    /// client's `flush` waits for, but woken by the last delivery report
+    /// rather than polling for it in 100 ms steps.
+    fn settle(&self) -> Result<(), OutboxFailure> {
         let sent = self.sent.load(Ordering::Relaxed);
         self.retry("flush outputs", || {
             if self.producer.context().wait_settled(sent, CALL_TIMEOUT) {
@@ -396,7 +400,11 @@ impl Outbox {
             } else {
                 Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut))
             }
-        })?;
+        })
+    }
+
+    fn commit_acknowledged<C: ConsumerContext>(&self, batch: &Batch, activity: &BaseConsumer<C>) -> Result<(), OutboxFailure> {
+        self.settle()?;
         let failures = self.producer.context().failures.load(Ordering::Relaxed);
         if failures > batch.failures_at_begin {
             return Err(OutboxFailure::Aborted(format!(
