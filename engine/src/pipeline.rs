@@ -11,7 +11,6 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-
 use crate::decide::{self, ocsf};
 use crate::decode::{self, avro::AvroDecoder, DecodeError};
 use crate::event::{ActivityEvent, Input, Signal};

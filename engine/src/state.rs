@@ -306,39 +306,19 @@ impl State {
             return;
         }
         let mut journal = std::mem::take(&mut self.journal);
-        for (k, old) in journal.agents.drain() {
-            match old {
-                Some(agent) => self.agents.insert(k, agent),
-                None => self.agents.remove(&k),
-            };
-        }
-        for (k, old) in journal.tasks.drain() {
-            // The deadline index follows the tasks: active ones with a deadline.
-            if let Some(deadline) = self.tasks.get(&k).and_then(|t| t.deadline) {
-                self.deadlines.remove(&(deadline, k));
+        // The deadline index follows the tasks: active ones with a deadline.
+        for (k, old) in &journal.tasks {
+            if let Some(deadline) = self.tasks.get(k).and_then(|t| t.deadline) {
+                self.deadlines.remove(&(deadline, *k));
             }
-            match old {
-                Some(task) => {
-                    if let (Some(deadline), TaskStatus::Active) = (task.deadline, task.status) {
-                        self.deadlines.insert((deadline, k));
-                    }
-                    self.tasks.insert(k, task)
-                }
-                None => self.tasks.remove(&k),
-            };
+            if let Some((Some(deadline), TaskStatus::Active)) = old.as_ref().map(|t| (t.deadline, t.status)) {
+                self.deadlines.insert((deadline, *k));
+            }
         }
-        for (k, old) in journal.credentials.drain() {
-            match old {
-                Some(credential) => self.credentials.insert(k, credential),
-                None => self.credentials.remove(&k),
-            };
-        }
-        for (entry, old) in journal.homes.drain() {
-            match old {
-                Some(home) => self.homes.insert(entry, home),
-                None => self.homes.remove(&entry),
-            };
-        }
+        put_back(&mut self.agents, &mut journal.agents);
+        put_back(&mut self.tasks, &mut journal.tasks);
+        put_back(&mut self.credentials, &mut journal.credentials);
+        put_back(&mut self.homes, &mut journal.homes);
         if let Some(threats) = journal.threats.take() {
             self.threats = threats;
         }
@@ -348,37 +328,28 @@ impl State {
         self.mark();
     }
 
-    fn keep_agent(&mut self, k: Key) {
-        if self.journal.open {
-            let agents = &self.agents;
-            self.journal.agents.entry(k).or_insert_with(|| agents.get(&k).cloned());
+    /// Journals `entry`'s value as of the last mark, before its first change.
+    fn keep(&mut self, entry: Entry) {
+        let journal = &mut self.journal;
+        if !journal.open {
+            return;
+        }
+        match entry {
+            Entry::Agent(k) => keep(&mut journal.agents, &self.agents, k),
+            Entry::Task(k) => keep(&mut journal.tasks, &self.tasks, k),
+            Entry::Credential(k) => keep(&mut journal.credentials, &self.credentials, k),
+            Entry::Threats => {
+                journal.threats.get_or_insert_with(|| self.threats.clone());
+            }
+            // The clock is journaled at every mark.
+            Entry::Clock => {}
         }
     }
 
-    fn keep_task(&mut self, k: Key) {
-        if self.journal.open {
-            let tasks = &self.tasks;
-            self.journal.tasks.entry(k).or_insert_with(|| tasks.get(&k).cloned());
-        }
-    }
-
-    fn keep_credential(&mut self, k: Key) {
-        if self.journal.open {
-            let credentials = &self.credentials;
-            self.journal.credentials.entry(k).or_insert_with(|| credentials.get(&k).cloned());
-        }
-    }
-
+    /// Journals where `entry` lives, before that first changes.
     fn keep_home(&mut self, entry: Entry) {
         if self.journal.open {
-            let homes = &self.homes;
-            self.journal.homes.entry(entry).or_insert_with(|| homes.get(&entry).copied());
-        }
-    }
-
-    fn keep_threats(&mut self) {
-        if self.journal.open && self.journal.threats.is_none() {
-            self.journal.threats = Some(self.threats.clone());
+            keep(&mut self.journal.homes, &self.homes, entry);
         }
     }
 
@@ -490,7 +461,7 @@ impl State {
             None => true,
         };
         if fresh {
-            self.keep_agent(agent_key);
+            self.keep(Entry::Agent(agent_key));
             let agent = AgentState::new(&event.tenant, &event.agent_id, &event.workload_id, now);
             self.agents.insert(agent_key, Rc::new(agent));
             self.dirty.insert(Entry::Agent(agent_key));
@@ -525,7 +496,7 @@ impl State {
         let tenant = event.tenant.as_str();
 
         let agent_key = key(tenant, &event.agent_id);
-        self.keep_agent(agent_key);
+        self.keep(Entry::Agent(agent_key));
         self.dirty.insert(Entry::Agent(agent_key));
         if self.homes.get(&Entry::Agent(agent_key)) != Some(&self.placing) {
             self.keep_home(Entry::Agent(agent_key));
@@ -559,7 +530,7 @@ impl State {
         }
         if let Some(used) = &event.credential {
             let cred_key = key(tenant, &used.id);
-            self.keep_credential(cred_key);
+            self.keep(Entry::Credential(cred_key));
             if let Some(c) = self.credentials.get_mut(&cred_key) {
                 Rc::make_mut(c).last_seen = now;
                 self.dirty.insert(Entry::Credential(cred_key));
@@ -571,7 +542,7 @@ impl State {
     fn fold_task(&mut self, event: &ActivityEvent, task_id: &str, depth: u32) {
         let now = event.time;
         let task_key = key(&event.tenant, task_id);
-        self.keep_task(task_key);
+        self.keep(Entry::Task(task_key));
         self.dirty.insert(Entry::Task(task_key));
         let forgotten = self.tasks.get(&task_key).is_some_and(|t| self.task_is_forgotten(t, now));
         if forgotten || event.kind == EventKind::TaskStarted {
@@ -624,7 +595,7 @@ impl State {
     fn issue_credential(&mut self, event: &ActivityEvent) {
         let Some(cred) = &event.credential else { return };
         let cred_key = key(&event.tenant, &cred.id);
-        self.keep_credential(cred_key);
+        self.keep(Entry::Credential(cred_key));
         self.dirty.insert(Entry::Credential(cred_key));
         self.credentials.insert(
             cred_key,
@@ -644,7 +615,7 @@ impl State {
         );
         if let Some(task_id) = event.task_id.as_deref() {
             let task_key = key(&event.tenant, task_id);
-            self.keep_task(task_key);
+            self.keep(Entry::Task(task_key));
             if let Some(task) = self.tasks.get_mut(&task_key) {
                 let task = Rc::make_mut(task);
                 if !task.credentials.contains(&cred.id) {
@@ -661,7 +632,7 @@ impl State {
                 CommandKind::RevokeCredentials | CommandKind::RevokeAgent => {
                     for id in &command.credential_ids {
                         let cred_key = key(&command.tenant, id);
-                        self.keep_credential(cred_key);
+                        self.keep(Entry::Credential(cred_key));
                         if let Some(c) = self.credentials.get_mut(&cred_key) {
                             Rc::make_mut(c).revoked_at.get_or_insert(now);
                             self.dirty.insert(Entry::Credential(cred_key));
@@ -670,7 +641,7 @@ impl State {
                 }
                 CommandKind::Quarantine | CommandKind::Release => {
                     let agent_key = key(&command.tenant, &command.agent_id);
-                    self.keep_agent(agent_key);
+                    self.keep(Entry::Agent(agent_key));
                     if let Some(agent) = self.agents.get_mut(&agent_key) {
                         Rc::make_mut(agent).quarantined = command.command == CommandKind::Quarantine;
                         self.dirty.insert(Entry::Agent(agent_key));
@@ -687,7 +658,7 @@ impl State {
         match signal.kind {
             SignalKind::ThreatIntel | SignalKind::WorkloadCompromised => {
                 let threat = Threat { severity: signal.severity, signal_id: signal.signal_id.clone() };
-                self.keep_threats();
+                self.keep(Entry::Threats);
                 for subject in [&signal.target, &signal.workload_id].into_iter().flatten() {
                     self.threats.insert(subject.clone(), threat.clone());
                 }
@@ -696,7 +667,7 @@ impl State {
             SignalKind::CredentialLeaked => {
                 if let Some(id) = &signal.credential_id {
                     let cred_key = key(&signal.tenant, id);
-                    self.keep_credential(cred_key);
+                    self.keep(Entry::Credential(cred_key));
                     if let Some(c) = self.credentials.get_mut(&cred_key) {
                         Rc::make_mut(c).leaked = true;
                         self.dirty.insert(Entry::Credential(cred_key));
@@ -771,7 +742,7 @@ impl State {
 
     pub fn expire_task(&mut self, tenant: &str, task_id: &str) {
         let task_key = key(tenant, task_id);
-        self.keep_task(task_key);
+        self.keep(Entry::Task(task_key));
         if let Some(task) = self.tasks.get_mut(&task_key) {
             self.dirty.insert(Entry::Task(task_key));
             let task = Rc::make_mut(task);
@@ -962,7 +933,7 @@ impl State {
         let idle = self.config.agent_idle_s as i64;
         let forgotten: Vec<Key> = self.agents.iter().filter(|(_, a)| now > a.last_seen.plus_secs(idle)).map(|(k, _)| *k).collect();
         for agent_key in forgotten {
-            self.keep_agent(agent_key);
+            self.keep(Entry::Agent(agent_key));
             self.agents.remove(&agent_key);
             self.dirty.insert(Entry::Agent(agent_key));
         }
@@ -974,7 +945,7 @@ impl State {
             .map(|(k, _)| *k)
             .collect();
         for agent_key in quiet {
-            self.keep_agent(agent_key);
+            self.keep(Entry::Agent(agent_key));
             if let Some(agent) = self.agents.get_mut(&agent_key) {
                 Rc::make_mut(agent).windows = None;
                 self.dirty.insert(Entry::Agent(agent_key));
@@ -987,7 +958,7 @@ impl State {
             .map(|(k, _)| *k)
             .collect();
         for task_key in forgotten {
-            self.keep_task(task_key);
+            self.keep(Entry::Task(task_key));
             self.dirty.insert(Entry::Task(task_key));
             if let Some(task) = self.tasks.remove(&task_key) {
                 if let Some(deadline) = task.deadline {
@@ -1003,10 +974,26 @@ impl State {
             .map(|(k, _)| *k)
             .collect();
         for cred_key in forgotten {
-            self.keep_credential(cred_key);
+            self.keep(Entry::Credential(cred_key));
             self.credentials.remove(&cred_key);
             self.dirty.insert(Entry::Credential(cred_key));
         }
+    }
+}
+
+/// Keeps `live`'s value for `k` in `kept` (or that there was none), the
+/// first time only: the value as of the last mark.
+fn keep<K: Copy + Eq + std::hash::Hash, V: Clone>(kept: &mut KeyMap<K, Option<V>>, live: &KeyMap<K, V>, k: K) {
+    kept.entry(k).or_insert_with(|| live.get(&k).cloned());
+}
+
+/// Puts the kept values back into `live`, removing what had none.
+fn put_back<K: Eq + std::hash::Hash, V>(live: &mut KeyMap<K, V>, kept: &mut KeyMap<K, Option<V>>) {
+    for (k, old) in kept.drain() {
+        match old {
+            Some(value) => live.insert(k, value),
+            None => live.remove(&k),
+        };
     }
 }
 
