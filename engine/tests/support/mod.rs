@@ -353,8 +353,16 @@ impl Collector {
             .set("enable.partition.eof", "true")
             .create()
             .unwrap();
-        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
-        let partitions: Vec<i32> = metadata.topics()[0].partitions().iter().map(|p| p.id()).collect();
+        // A topic created a moment ago can still be unknown to the broker
+        // that answers: ask again until it lists the partitions, within 10 s.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let partitions: Vec<i32> = loop {
+            let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+            let partitions: Vec<i32> = metadata.topics()[0].partitions().iter().map(|p| p.id()).collect();
+            if !partitions.is_empty() || Instant::now() > deadline {
+                break partitions;
+            }
+        };
         assert!(!partitions.is_empty(), "topic {topic} has no partitions");
         let mut list = TopicPartitionList::new();
         for p in &partitions {
