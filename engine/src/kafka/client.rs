@@ -152,12 +152,17 @@ impl ProducerContext for DeliveryLog {
 /// ours.
 fn finish(mut client: ClientConfig, config: &KafkaConfig, extra: &BTreeMap<String, String>) -> ClientConfig {
     client.set("bootstrap.servers", &config.brokers);
-    // Logs reach `tracing` through the contexts above; debug lines are
-    // filtered there, not here.
-    client.set_log_level(RDKafkaLogLevel::Info);
+    // Logs reach `tracing` through the contexts above. librdkafka's own
+    // debug lines are asked for with its `debug` property (for example
+    // `debug = "eos"`); only then are they let through.
+    let mut level = RDKafkaLogLevel::Info;
     for (key, value) in config.properties.iter().chain(extra) {
+        if key == "debug" {
+            level = RDKafkaLogLevel::Debug;
+        }
         client.set(key, value);
     }
+    client.set_log_level(level);
     client
 }
 
