@@ -19,7 +19,7 @@ use crate::state::{Change, RestoreError, State, StateConfig};
 /// The snapshot layout this build writes and reads, in the store and on the
 /// changelog. Bump it when an entry's encoding changes; an older or newer
 /// snapshot is then refused whole.
-pub const FORMAT_VERSION: u64 = 2;
+pub const FORMAT_VERSION: u64 = 3;
 
 /// Positions: (topic, partition) → the next offset to read.
 pub type Offsets = BTreeMap<(String, i32), i64>;

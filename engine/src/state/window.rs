@@ -30,25 +30,58 @@ impl Tally {
 pub struct Series<const N: usize> {
     width_ms: i64,
     head: i64,
-    #[serde(with = "serde_arrays")]
+    #[serde(with = "sparse")]
     buckets: [Tally; N],
 }
 
-mod serde_arrays {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+/// Buckets as a checkpoint and the changelog keep them: only the ones that
+/// counted something, each with its slot. Most of an agent's buckets are
+/// empty, and a restore decodes a million agents' windows.
+mod sparse {
+    use std::fmt;
+
+    use serde::de::{Error, SeqAccess, Visitor};
+    use serde::ser::SerializeSeq;
+    use serde::{Deserializer, Serializer};
 
     use super::Tally;
 
-    pub fn serialize<S: Serializer, const N: usize>(value: &[Tally; N], s: S) -> Result<S::Ok, S::Error> {
-        value.as_slice().serialize(s)
+    fn used<const N: usize>(buckets: &[Tally; N]) -> impl Iterator<Item = (u8, &Tally)> {
+        let empty = Tally::default();
+        (0u8..).zip(buckets).filter(move |(_, t)| **t != empty)
+    }
+
+    pub fn serialize<S: Serializer, const N: usize>(buckets: &[Tally; N], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(used(buckets).count()))?;
+        for slot in used(buckets) {
+            seq.serialize_element(&slot)?;
+        }
+        seq.end()
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(d: D) -> Result<[Tally; N], D::Error> {
-        let items = Vec::<Tally>::deserialize(d)?;
-        let len = items.len();
-        items
-            .try_into()
-            .map_err(|_| serde::de::Error::custom(format!("window has {len} buckets, expected {N}")))
+        struct Buckets<const N: usize>;
+
+        impl<'de, const N: usize> Visitor<'de> for Buckets<N> {
+            type Value = [Tally; N];
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "the used buckets of a window of {N}")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<[Tally; N], A::Error> {
+                let mut buckets = [Tally::default(); N];
+                while let Some((slot, tally)) = seq.next_element::<(u8, Tally)>()? {
+                    let bucket = buckets
+                        .get_mut(usize::from(slot))
+                        .ok_or_else(|| A::Error::custom(format!("bucket {slot} of a window of {N}")))?;
+                    *bucket = tally;
+                }
+                Ok(buckets)
+            }
+        }
+
+        d.deserialize_seq(Buckets::<N>)
     }
 }
 
@@ -187,6 +220,24 @@ mod tests {
         w.add(at(95), &one());
         w.add(at(10), &one());
         assert_eq!(w.sum(at(100)).actions, 2);
+    }
+
+    #[test]
+    fn a_window_decodes_as_it_was_from_its_used_buckets() {
+        let mut w = Windows::default();
+        for s in 0..100 {
+            w.add(at(s * 7), &one());
+        }
+        let bytes = postcard::to_allocvec(&w).unwrap_or_default();
+        assert_eq!(postcard::from_bytes::<Windows>(&bytes).ok(), Some(w.clone()));
+        let quiet = postcard::to_allocvec(&Windows::default()).unwrap_or_default();
+        // All 28 buckets, even empty, would take 140 bytes on their own.
+        assert!(quiet.len() < 50, "empty buckets take no room: {} bytes", quiet.len());
+        // A slot past the end of a smaller window is refused.
+        let mut twelve = Series::<12>::new(1_000);
+        twelve.add(Timestamp(11_000), &one());
+        let twelve = postcard::to_allocvec(&twelve).unwrap_or_default();
+        assert!(postcard::from_bytes::<Series<6>>(&twelve).is_err());
     }
 
     #[test]
