@@ -48,11 +48,9 @@ fn a_clean_broker_stop_mid_stream_loses_and_repeats_nothing() {
     outage(Outage::Stop);
 }
 
-/// Ignored by default: after a SIGKILL the broker of `scripts/kafka.sh`
-/// sometimes fails to start again on a busy 2-core machine, which would make
-/// the suite flaky. Run it with `cargo test --test kafka_restart -- --ignored`.
+/// The broker stays down for longer than a transaction may live: the open
+/// batch is aborted and decided again, with the same bytes.
 #[test]
-#[ignore = "broker restarts after SIGKILL are unreliable on a loaded machine"]
 fn a_crash_longer_than_a_transaction_replays_the_open_batch_exactly() {
     outage(Outage::KillPastTimeout);
 }
