@@ -852,8 +852,15 @@ impl State {
     pub fn absorb<'a>(&mut self, partition: i32, entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Result<usize, RestoreError> {
         let entries: Vec<(&[u8], &[u8])> = entries.into_iter().collect();
         let blocks = decode_all(&entries)?;
-        let count = |kind: u8| entries.iter().filter(|(k, _)| k.first() == Some(&kind)).count();
-        let (agents, tasks, credentials) = (count(b'a'), count(b't'), count(b'c'));
+        let (mut agents, mut tasks, mut credentials) = (0, 0, 0);
+        for decoded in blocks.iter().flatten() {
+            match decoded {
+                Decoded::Agent(..) => agents += 1,
+                Decoded::Task(..) => tasks += 1,
+                Decoded::Credential(..) => credentials += 1,
+                Decoded::Threats(_) | Decoded::Clock(_) => {}
+            }
+        }
         self.agents.reserve(agents);
         self.tasks.reserve(tasks);
         self.credentials.reserve(credentials);
@@ -1033,9 +1040,7 @@ fn decode_all(entries: &[(&[u8], &[u8])]) -> Result<Vec<Vec<Decoded>>, RestoreEr
         return blocks.into_iter().map(decode).collect();
     }
     let next = AtomicUsize::new(0);
-    let mut slots: Vec<Option<Result<Vec<Decoded>, RestoreError>>> = Vec::new();
-    slots.resize_with(blocks.len(), || None);
-    std::thread::scope(|scope| {
+    let mut done: Vec<(usize, Result<Vec<Decoded>, RestoreError>)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| {
@@ -1048,19 +1053,13 @@ fn decode_all(entries: &[(&[u8], &[u8])]) -> Result<Vec<Vec<Decoded>>, RestoreEr
                 })
             })
             .collect();
-        for worker in workers {
-            let done = worker.join().unwrap_or_default();
-            for (at, decoded) in done {
-                if let Some(slot) = slots.get_mut(at) {
-                    *slot = Some(decoded);
-                }
-            }
-        }
+        workers.into_iter().flat_map(|worker| worker.join().unwrap_or_default()).collect()
     });
-    slots
-        .into_iter()
-        .map(|slot| slot.unwrap_or_else(|| Err(RestoreError::Corrupt { key: String::new(), reason: "a decoder thread panicked".into() })))
-        .collect()
+    if done.len() != blocks.len() {
+        return Err(RestoreError::Corrupt { key: String::new(), reason: "a decoder thread panicked".into() });
+    }
+    done.sort_unstable_by_key(|(at, _)| *at);
+    done.into_iter().map(|(_, decoded)| decoded).collect()
 }
 
 /// `asked_approval`: the decision sent a step-up to a human (a repeat while
