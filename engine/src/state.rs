@@ -9,6 +9,7 @@
 //! are dropped. A `State` therefore lives on one worker thread.
 
 mod agent;
+mod table;
 mod task;
 pub mod window;
 
@@ -18,8 +19,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-pub use agent::{AgentState, DecisionCounts, PendingStepUp, SeenSet, SensitiveRead, CHAIN_MEMORY};
-pub use task::{CredentialState, TaskState, TaskStatus};
+pub use agent::{AgentHead, AgentState, DecisionCounts, PendingStepUp, SeenSet, SensitiveRead, CHAIN_MEMORY};
+use table::{Lazy, Stored, Table};
+pub use task::{CredentialHead, CredentialState, TaskHead, TaskState, TaskStatus};
 use window::{Tally, Windows};
 
 use crate::event::{ActivityEvent, EventKind, Severity, Signal, SignalKind, Timestamp};
@@ -162,12 +164,12 @@ pub struct Overdue {
     pub workload_id: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub struct State {
     pub config: StateConfig,
-    agents: KeyMap<Key, Rc<AgentState>>,
-    tasks: KeyMap<Key, Rc<TaskState>>,
-    credentials: KeyMap<Key, Rc<CredentialState>>,
+    agents: Table<AgentState>,
+    tasks: Table<TaskState>,
+    credentials: Table<CredentialState>,
     threats: HashMap<String, Threat>,
     /// Active tasks by deadline, so overdue ones are found without a scan.
     deadlines: BTreeSet<(Timestamp, Key)>,
@@ -175,18 +177,10 @@ pub struct State {
     last_sweep: Timestamp,
     /// Entries changed since the last [`State::take_changes`]: what the
     /// changelog and an incremental checkpoint write.
-    #[serde(skip)]
     dirty: HashSet<Entry, KeyHash>,
-    /// The activity partition each entry lives in (its agent's), so that a
-    /// change goes to that partition's changelog and a revoked partition's
-    /// entries can be let go. Global entries (threats, clock) have none.
-    #[serde(skip)]
-    homes: KeyMap<Entry, i32>,
     /// The partition of the record being folded.
-    #[serde(skip)]
     placing: i32,
     /// What changed since the last [`State::mark`], to undo it.
-    #[serde(skip)]
     journal: Journal,
 }
 
@@ -196,9 +190,9 @@ pub struct State {
 #[derive(Debug, Clone, Default)]
 struct Journal {
     open: bool,
-    agents: KeyMap<Key, Option<Rc<AgentState>>>,
-    tasks: KeyMap<Key, Option<Rc<TaskState>>>,
-    credentials: KeyMap<Key, Option<Rc<CredentialState>>>,
+    agents: KeyMap<Key, Option<Lazy<AgentState>>>,
+    tasks: KeyMap<Key, Option<Lazy<TaskState>>>,
+    credentials: KeyMap<Key, Option<Lazy<CredentialState>>>,
     homes: KeyMap<Entry, Option<i32>>,
     threats: Option<HashMap<String, Threat>>,
     clock: (Timestamp, Timestamp),
@@ -309,17 +303,22 @@ impl State {
         let mut journal = std::mem::take(&mut self.journal);
         // The deadline index follows the tasks: active ones with a deadline.
         for (k, old) in &journal.tasks {
-            if let Some(deadline) = self.tasks.get(k).and_then(|t| t.deadline) {
+            if let Some(deadline) = self.tasks.head(k).and_then(|t| t.deadline) {
                 self.deadlines.remove(&(deadline, *k));
             }
-            if let Some((Some(deadline), TaskStatus::Active)) = old.as_ref().map(|t| (t.deadline, t.status)) {
+            if let Some(deadline) = old.as_ref().and_then(Lazy::head).and_then(|t| t.active_deadline()) {
                 self.deadlines.insert((deadline, *k));
             }
         }
         put_back(&mut self.agents, &mut journal.agents);
         put_back(&mut self.tasks, &mut journal.tasks);
         put_back(&mut self.credentials, &mut journal.credentials);
-        put_back(&mut self.homes, &mut journal.homes);
+        for (entry, home) in journal.homes.drain() {
+            match home {
+                Some(home) => self.set_home(entry, home),
+                None => drop(self.forget_home(entry)),
+            }
+        }
         if let Some(threats) = journal.threats.take() {
             self.threats = threats;
         }
@@ -350,7 +349,39 @@ impl State {
     /// Journals where `entry` lives, before that first changes.
     fn keep_home(&mut self, entry: Entry) {
         if self.journal.open {
-            keep(&mut self.journal.homes, &self.homes, entry);
+            let home = self.home(entry);
+            self.journal.homes.entry(entry).or_insert(home);
+        }
+    }
+
+    /// The activity partition an entry lives in (its agent's), so that a
+    /// change goes to that partition's changelog and a revoked partition's
+    /// entries can be let go; kept after the entry is gone until its
+    /// tombstone is written. Global entries (threats, clock) have none.
+    fn home(&self, entry: Entry) -> Option<i32> {
+        match entry {
+            Entry::Agent(k) => self.agents.home(&k),
+            Entry::Task(k) => self.tasks.home(&k),
+            Entry::Credential(k) => self.credentials.home(&k),
+            Entry::Threats | Entry::Clock => None,
+        }
+    }
+
+    fn set_home(&mut self, entry: Entry, home: i32) {
+        match entry {
+            Entry::Agent(k) => self.agents.set_home(k, home),
+            Entry::Task(k) => self.tasks.set_home(k, home),
+            Entry::Credential(k) => self.credentials.set_home(k, home),
+            Entry::Threats | Entry::Clock => {}
+        }
+    }
+
+    fn forget_home(&mut self, entry: Entry) -> Option<i32> {
+        match entry {
+            Entry::Agent(k) => self.agents.forget_home(&k),
+            Entry::Task(k) => self.tasks.forget_home(&k),
+            Entry::Credential(k) => self.credentials.forget_home(&k),
+            Entry::Threats | Entry::Clock => None,
         }
     }
 
@@ -378,13 +409,13 @@ impl State {
         fn texts(v: &[String]) -> usize {
             v.iter().map(|s| size_of::<String>() + s.len()).sum()
         }
-        fn table<K, V, S>(map: &HashMap<K, V, S>) -> usize {
-            map.capacity() * (size_of::<(K, V)>() + 1)
+        fn cold<T: Stored>(table: &Table<T>) -> usize {
+            table.cold().map(<[u8]>::len).sum()
         }
         const RC: usize = 2 * size_of::<usize>();
         let agents: usize = self
             .agents
-            .values()
+            .warm()
             .map(|a| {
                 RC + size_of::<AgentState>()
                     + text(&a.tenant)
@@ -399,7 +430,7 @@ impl State {
             .sum();
         let tasks: usize = self
             .tasks
-            .values()
+            .warm()
             .map(|t| {
                 RC + size_of::<TaskState>()
                     + text(&t.tenant)
@@ -411,14 +442,14 @@ impl State {
             .sum();
         let credentials: usize = self
             .credentials
-            .values()
+            .warm()
             .map(|c| RC + size_of::<CredentialState>() + text(&c.id) + text(&c.agent_id) + text(&c.workload_id) + texts(&c.scopes))
             .sum();
-        let tables = table(&self.tasks) + table(&self.credentials) + table(&self.homes);
+        let tables = self.tasks.slot_bytes() + self.credentials.slot_bytes();
         HeapBytes {
-            agents: agents + table(&self.agents),
-            tasks,
-            credentials,
+            agents: agents + self.agents.slot_bytes() + cold(&self.agents),
+            tasks: tasks + cold(&self.tasks),
+            credentials: credentials + cold(&self.credentials),
             other: tables + self.dirty.capacity() * (size_of::<Entry>() + 1),
         }
     }
@@ -429,25 +460,31 @@ impl State {
         self.placing = partition;
     }
 
-    pub fn agent(&self, tenant: &str, agent_id: &str) -> Option<&AgentState> {
-        self.agents.get(&key(tenant, agent_id)).map(|a| a.as_ref())
+    /// An agent as it stands (a restored one is decoded for this read).
+    pub fn agent(&self, tenant: &str, agent_id: &str) -> Option<Rc<AgentState>> {
+        self.agents.peek(&key(tenant, agent_id))
     }
 
-    pub fn task(&self, tenant: &str, task_id: &str) -> Option<&TaskState> {
-        self.tasks.get(&key(tenant, task_id)).map(|t| t.as_ref())
+    pub fn task(&self, tenant: &str, task_id: &str) -> Option<Rc<TaskState>> {
+        self.tasks.peek(&key(tenant, task_id))
     }
 
-    pub fn credential(&self, tenant: &str, id: &str) -> Option<&CredentialState> {
-        self.credentials.get(&key(tenant, id)).map(|c| c.as_ref())
+    pub fn credential(&self, tenant: &str, id: &str) -> Option<Rc<CredentialState>> {
+        self.credentials.peek(&key(tenant, id))
     }
 
-    fn agent_is_forgotten(&self, agent: &AgentState, now: Timestamp) -> bool {
-        now > agent.last_seen.plus_secs(self.config.agent_idle_s as i64)
+    /// How many restored entries have not been decoded yet.
+    pub fn cold_count(&self) -> usize {
+        self.agents.cold().count() + self.tasks.cold().count() + self.credentials.cold().count()
     }
 
-    fn task_is_forgotten(&self, task: &TaskState, now: Timestamp) -> bool {
+    fn agent_is_forgotten(config: &StateConfig, last_seen: Timestamp, now: Timestamp) -> bool {
+        now > last_seen.plus_secs(config.agent_idle_s as i64)
+    }
+
+    fn task_is_forgotten(config: &StateConfig, task: &TaskHead, now: Timestamp) -> bool {
         let since = task.ended_at.unwrap_or(task.last_seen);
-        let keep = if task.is_over() { self.config.task_retention_s } else { self.config.agent_idle_s };
+        let keep = if task.is_over() { config.task_retention_s } else { config.agent_idle_s };
         now > since.plus_secs(keep as i64)
     }
 
@@ -458,7 +495,7 @@ impl State {
         let now = event.time;
         let agent_key = key(&event.tenant, &event.agent_id);
         let fresh = match self.agents.get(&agent_key) {
-            Some(agent) => self.agent_is_forgotten(agent, now),
+            Some(agent) => State::agent_is_forgotten(&self.config, agent.last_seen, now),
             None => true,
         };
         if fresh {
@@ -472,7 +509,7 @@ impl State {
         });
         let task = event.task_id.as_deref().and_then(|id| {
             let task = self.tasks.get(&key(&event.tenant, id))?;
-            (!self.task_is_forgotten(task, now)).then(|| task.clone())
+            (!State::task_is_forgotten(&self.config, &task.head(), now)).then(|| task.clone())
         });
         let credential = event
             .credential
@@ -499,15 +536,13 @@ impl State {
         let agent_key = key(tenant, &event.agent_id);
         self.keep(Entry::Agent(agent_key));
         self.dirty.insert(Entry::Agent(agent_key));
-        if self.homes.get(&Entry::Agent(agent_key)) != Some(&self.placing) {
+        if self.agents.home(&agent_key) != Some(self.placing) {
             self.keep_home(Entry::Agent(agent_key));
-            self.homes.insert(Entry::Agent(agent_key), self.placing);
+            self.agents.set_home(agent_key, self.placing);
         }
-        let agent = Rc::make_mut(
-            self.agents
-                .entry(agent_key)
-                .or_insert_with(|| Rc::new(AgentState::new(tenant, &event.agent_id, &event.workload_id, now))),
-        );
+        let agent = self
+            .agents
+            .get_or_insert_with(agent_key, || AgentState::new(tenant, &event.agent_id, &event.workload_id, now));
         let asked = commands.iter().any(|c| c.command == CommandKind::StepUp);
         fold_agent(agent, event, depth, decision, asked, capacity);
         if decision.decision == Verdict::StepUp && asked {
@@ -533,7 +568,7 @@ impl State {
             let cred_key = key(tenant, &used.id);
             self.keep(Entry::Credential(cred_key));
             if let Some(c) = self.credentials.get_mut(&cred_key) {
-                Rc::make_mut(c).last_seen = now;
+                c.last_seen = now;
                 self.dirty.insert(Entry::Credential(cred_key));
             }
         }
@@ -545,19 +580,13 @@ impl State {
         let task_key = key(&event.tenant, task_id);
         self.keep(Entry::Task(task_key));
         self.dirty.insert(Entry::Task(task_key));
-        let forgotten = self.tasks.get(&task_key).is_some_and(|t| self.task_is_forgotten(t, now));
+        let forgotten = self.tasks.head(&task_key).is_some_and(|t| State::task_is_forgotten(&self.config, &t, now));
         if forgotten || event.kind == EventKind::TaskStarted {
-            if let Some(old) = self.tasks.remove(&task_key) {
-                if let Some(deadline) = old.deadline {
-                    self.deadlines.remove(&(deadline, task_key));
-                }
+            if let Some(deadline) = self.tasks.remove(&task_key).and_then(|t| t.head()).and_then(|t| t.deadline) {
+                self.deadlines.remove(&(deadline, task_key));
             }
         }
-        let task = Rc::make_mut(
-            self.tasks
-                .entry(task_key)
-                .or_insert_with(|| Rc::new(TaskState::new(&event.tenant, task_id, &event.agent_id, now))),
-        );
+        let task = self.tasks.get_or_insert_with(task_key, || TaskState::new(&event.tenant, task_id, &event.agent_id, now));
         task.last_seen = task.last_seen.max(now);
         match event.kind {
             EventKind::TaskStarted => {
@@ -618,7 +647,6 @@ impl State {
             let task_key = key(&event.tenant, task_id);
             self.keep(Entry::Task(task_key));
             if let Some(task) = self.tasks.get_mut(&task_key) {
-                let task = Rc::make_mut(task);
                 if !task.credentials.contains(&cred.id) {
                     task.credentials.push(cred.id.clone());
                 }
@@ -635,7 +663,7 @@ impl State {
                         let cred_key = key(&command.tenant, id);
                         self.keep(Entry::Credential(cred_key));
                         if let Some(c) = self.credentials.get_mut(&cred_key) {
-                            Rc::make_mut(c).revoked_at.get_or_insert(now);
+                            c.revoked_at.get_or_insert(now);
                             self.dirty.insert(Entry::Credential(cred_key));
                         }
                     }
@@ -644,7 +672,7 @@ impl State {
                     let agent_key = key(&command.tenant, &command.agent_id);
                     self.keep(Entry::Agent(agent_key));
                     if let Some(agent) = self.agents.get_mut(&agent_key) {
-                        Rc::make_mut(agent).quarantined = command.command == CommandKind::Quarantine;
+                        agent.quarantined = command.command == CommandKind::Quarantine;
                         self.dirty.insert(Entry::Agent(agent_key));
                     }
                 }
@@ -670,7 +698,7 @@ impl State {
                     let cred_key = key(&signal.tenant, id);
                     self.keep(Entry::Credential(cred_key));
                     if let Some(c) = self.credentials.get_mut(&cred_key) {
-                        Rc::make_mut(c).leaked = true;
+                        c.leaked = true;
                         self.dirty.insert(Entry::Credential(cred_key));
                     }
                 }
@@ -682,19 +710,21 @@ impl State {
 
     /// Live credentials of `agent_id`, or of its task when one is given, in issue order.
     pub fn live_credentials(&self, tenant: &str, agent_id: &str, task_id: Option<&str>, now: Timestamp) -> Vec<String> {
-        if let Some(task) = task_id.and_then(|t| self.tasks.get(&key(tenant, t))) {
+        if let Some(task) = task_id.and_then(|t| self.tasks.peek(&key(tenant, t))) {
             return task
                 .credentials
                 .iter()
-                .filter(|id| self.credentials.get(&key(tenant, id)).is_some_and(|c| c.is_live(now)))
+                .filter(|id| self.credentials.head(&key(tenant, id)).is_some_and(|c| c.is_live(now)))
                 .cloned()
                 .collect();
         }
-        let mut held: Vec<&CredentialState> = self
+        let agent = key(tenant, agent_id);
+        let mut held: Vec<Rc<CredentialState>> = self
             .credentials
-            .values()
-            .map(|c| c.as_ref())
-            .filter(|c| c.tenant == tenant && c.agent_id == agent_id && c.is_live(now))
+            .heads()
+            .filter(|(_, c)| c.agent == agent && c.is_live(now))
+            .filter_map(|(k, _)| self.credentials.peek(&k))
+            .filter(|c| c.tenant == tenant && c.agent_id == agent_id)
             .collect();
         held.sort_by(|a, b| (a.issued_at, &a.id).cmp(&(b.issued_at, &b.id)));
         held.into_iter().map(|c| c.id.clone()).collect()
@@ -705,13 +735,20 @@ impl State {
         let mut named: Vec<Rc<AgentState>> = Vec::new();
         let tenant = signal.tenant.as_str();
         if let Some(id) = &signal.agent_id {
-            named.extend(self.agents.get(&key(tenant, id)).cloned());
+            named.extend(self.agents.peek(&key(tenant, id)));
         }
-        if let Some(cred) = signal.credential_id.as_ref().and_then(|id| self.credentials.get(&key(tenant, id))) {
-            named.extend(self.agents.get(&key(tenant, &cred.agent_id)).cloned());
+        if let Some(cred) = signal.credential_id.as_ref().and_then(|id| self.credentials.head(&key(tenant, id))) {
+            named.extend(self.agents.peek(&cred.agent));
         }
         if let (SignalKind::WorkloadCompromised, Some(workload)) = (signal.kind, &signal.workload_id) {
-            named.extend(self.agents.values().filter(|a| &a.workload_id == workload).cloned());
+            let hash = name_hash(workload);
+            named.extend(
+                self.agents
+                    .heads()
+                    .filter(|(_, a)| a.workload == hash)
+                    .filter_map(|(k, _)| self.agents.peek(&k))
+                    .filter(|a| &a.workload_id == workload),
+            );
         }
         named.sort_by(|a, b| (&a.tenant, &a.agent_id).cmp(&(&b.tenant, &b.agent_id)));
         named.dedup_by(|a, b| a.agent_id == b.agent_id && a.tenant == b.tenant);
@@ -725,16 +762,16 @@ impl State {
             .iter()
             .take_while(|(deadline, _)| *deadline < now)
             .filter_map(|(_, task_key)| {
-                let task = self.tasks.get(task_key)?;
+                let task = self.tasks.peek(task_key)?;
                 let deadline = task.deadline?;
                 let workload_id = self
                     .agents
-                    .get(&key(&task.tenant, &task.agent_id))
+                    .peek(&key(&task.tenant, &task.agent_id))
                     .map(|a| a.workload_id.clone())
                     .unwrap_or_default();
                 Some(Overdue {
                     live_credentials: self.live_credentials(&task.tenant, &task.agent_id, Some(&task.task_id), deadline),
-                    task: task.clone(),
+                    task,
                     workload_id,
                 })
             })
@@ -746,7 +783,6 @@ impl State {
         self.keep(Entry::Task(task_key));
         if let Some(task) = self.tasks.get_mut(&task_key) {
             self.dirty.insert(Entry::Task(task_key));
-            let task = Rc::make_mut(task);
             if let Some(deadline) = task.deadline {
                 self.deadlines.remove(&(deadline, task_key));
                 task.status = TaskStatus::Expired;
@@ -757,14 +793,13 @@ impl State {
 
     /// The encoded value of one entry, `None` if it no longer exists.
     pub fn encode_entry(&self, entry: Entry) -> Option<Vec<u8>> {
-        let bytes = match entry {
-            Entry::Agent(k) => postcard::to_allocvec(self.agents.get(&k)?.as_ref()),
-            Entry::Task(k) => postcard::to_allocvec(self.tasks.get(&k)?.as_ref()),
-            Entry::Credential(k) => postcard::to_allocvec(self.credentials.get(&k)?.as_ref()),
-            Entry::Threats => postcard::to_allocvec(&self.threats),
-            Entry::Clock => postcard::to_allocvec(&(self.watermark, self.last_sweep)),
-        };
-        bytes.ok()
+        match entry {
+            Entry::Agent(k) => self.agents.encode(&k),
+            Entry::Task(k) => self.tasks.encode(&k),
+            Entry::Credential(k) => self.credentials.encode(&k),
+            Entry::Threats => table::seal(&(), &self.threats),
+            Entry::Clock => table::seal(&(), &(self.watermark, self.last_sweep)),
+        }
     }
 
     /// What changed since the last call, each to the partition its entry
@@ -786,7 +821,7 @@ impl State {
                 // Gone: its tombstone goes where its value went, if it ever did.
                 None => {
                     self.keep_home(entry);
-                    self.homes.remove(&entry)
+                    self.forget_home(entry)
                 }
             };
             if let Some(partition) = home {
@@ -804,18 +839,18 @@ impl State {
 
     /// The partition of a live entry: where it already lives, else its agent's.
     fn home_of(&mut self, entry: Entry) -> Option<i32> {
-        if let Some(home) = self.homes.get(&entry) {
-            return Some(*home);
+        if let Some(home) = self.home(entry) {
+            return Some(home);
         }
         let owner = match entry {
             Entry::Agent(_) => entry,
-            Entry::Task(k) => self.tasks.get(&k).map(|t| Entry::Agent(key(&t.tenant, &t.agent_id)))?,
-            Entry::Credential(k) => self.credentials.get(&k).map(|c| Entry::Agent(key(&c.tenant, &c.agent_id)))?,
+            Entry::Task(k) => self.tasks.peek(&k).map(|t| Entry::Agent(key(&t.tenant, &t.agent_id)))?,
+            Entry::Credential(k) => self.credentials.head(&k).map(|c| Entry::Agent(c.agent))?,
             Entry::Threats | Entry::Clock => return None,
         };
-        let home = self.homes.get(&owner).copied().unwrap_or(self.placing);
+        let home = self.home(owner).unwrap_or(self.placing);
         self.keep_home(entry);
-        self.homes.insert(entry, home);
+        self.set_home(entry, home);
         Some(home)
     }
 
@@ -838,7 +873,7 @@ impl State {
     }
 
     /// Rebuilds a state from stored entries (any order).
-    pub fn restore<'a>(config: StateConfig, entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Result<State, RestoreError> {
+    pub fn restore(config: StateConfig, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<State, RestoreError> {
         let mut state = State::new(config);
         state.absorb(0, entries)?;
         Ok(state)
@@ -846,74 +881,66 @@ impl State {
 
     /// Adds the stored entries of `partition` (a partition this state did
     /// not hold) to the state: its agents, tasks and credentials; threats are
-    /// merged and the clock is the later of the two. A bad entry refuses the
-    /// whole partition and leaves the state as it was. Between batches only:
-    /// this is not journaled, so [`State::mark`] the state afterwards.
-    pub fn absorb<'a>(&mut self, partition: i32, entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Result<usize, RestoreError> {
-        let entries: Vec<(&[u8], &[u8])> = entries.into_iter().collect();
-        let blocks = decode_all(&entries)?;
-        let (mut agents, mut tasks, mut credentials) = (0, 0, 0);
-        for decoded in blocks.iter().flatten() {
-            match decoded {
-                Decoded::Agent(..) => agents += 1,
-                Decoded::Task(..) => tasks += 1,
-                Decoded::Credential(..) => credentials += 1,
-                Decoded::Threats(_) | Decoded::Clock(_) => {}
-            }
-        }
-        self.agents.reserve(agents);
-        self.tasks.reserve(tasks);
-        self.credentials.reserve(credentials);
-        self.homes.reserve(agents + tasks + credentials);
-        for decoded in blocks.into_iter().flatten() {
-            match decoded {
-                Decoded::Agent(key, agent) => {
-                    self.homes.insert(Entry::Agent(key), partition);
-                    self.agents.insert(key, Rc::new(agent));
+    /// merged and the clock is the later of the two. Every entry is checked
+    /// first, and a bad one refuses the whole partition and leaves the state
+    /// as it was; agents, tasks and credentials are then kept as their bytes
+    /// until first used. Between batches only: this is not journaled, so
+    /// [`State::mark`] the state afterwards.
+    pub fn absorb(&mut self, partition: i32, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<usize, RestoreError> {
+        let checked = check_all(&entries)?;
+        let (mut agents, mut tasks, mut credentials) = (Vec::new(), Vec::new(), Vec::new());
+        let mut deadlines = Vec::new();
+        for (checked, (_, bytes)) in checked.into_iter().zip(entries) {
+            let bytes = bytes.into_boxed_slice();
+            match checked {
+                Checked::Agent(k) => agents.push((k, bytes)),
+                Checked::Task(k, deadline) => {
+                    deadlines.extend(deadline.map(|deadline| (deadline, k)));
+                    tasks.push((k, bytes));
                 }
-                Decoded::Task(key, task) => {
-                    if let (Some(deadline), TaskStatus::Active) = (task.deadline, task.status) {
-                        self.deadlines.insert((deadline, key));
-                    }
-                    self.homes.insert(Entry::Task(key), partition);
-                    self.tasks.insert(key, Rc::new(task));
-                }
-                Decoded::Credential(key, credential) => {
-                    self.homes.insert(Entry::Credential(key), partition);
-                    self.credentials.insert(key, Rc::new(credential));
-                }
-                Decoded::Threats(threats) => {
+                Checked::Credential(k) => credentials.push((k, bytes)),
+                Checked::Threats(threats) => {
                     for (subject, threat) in threats {
                         self.threats.entry(subject).or_insert(threat);
                     }
                 }
-                Decoded::Clock((watermark, last_sweep)) => {
+                Checked::Clock((watermark, last_sweep)) => {
                     self.watermark = self.watermark.max(watermark);
                     self.last_sweep = self.last_sweep.max(last_sweep);
                 }
             }
         }
-        Ok(agents + tasks + credentials)
+        let count = agents.len() + tasks.len() + credentials.len();
+        self.agents.extend_cold(agents, partition);
+        self.tasks.extend_cold(tasks, partition);
+        self.credentials.extend_cold(credentials, partition);
+        // Built in one go: sorted, then merged in.
+        let mut deadlines: BTreeSet<(Timestamp, Key)> = deadlines.into_iter().collect();
+        self.deadlines.append(&mut deadlines);
+        Ok(count)
     }
 
     /// Lets go of every entry living in one of `partitions` (revoked: their
     /// next owner rebuilds them from the changelog). Returns how many.
     /// Between batches only, like [`State::absorb`].
     pub fn release(&mut self, partitions: &[i32]) -> usize {
-        let gone: Vec<Entry> = self.homes.iter().filter(|(_, p)| partitions.contains(p)).map(|(e, _)| *e).collect();
+        let gone: Vec<Entry> = (self.agents.living_in(partitions).into_iter().map(Entry::Agent))
+            .chain(self.tasks.living_in(partitions).into_iter().map(Entry::Task))
+            .chain(self.credentials.living_in(partitions).into_iter().map(Entry::Credential))
+            .collect();
         for entry in &gone {
-            self.homes.remove(entry);
             self.dirty.remove(entry);
             match *entry {
                 Entry::Agent(k) => drop(self.agents.remove(&k)),
                 Entry::Task(k) => {
-                    if let Some(deadline) = self.tasks.remove(&k).and_then(|t| t.deadline) {
+                    if let Some(deadline) = self.tasks.remove(&k).and_then(|t| t.head()).and_then(|t| t.deadline) {
                         self.deadlines.remove(&(deadline, k));
                     }
                 }
                 Entry::Credential(k) => drop(self.credentials.remove(&k)),
                 Entry::Threats | Entry::Clock => {}
             }
+            self.forget_home(*entry);
         }
         gone.len()
     }
@@ -931,9 +958,16 @@ impl State {
         self.sweep(now);
     }
 
+    /// Forgets what has been idle too long. It reads heads only, so the
+    /// entries a restore left undecoded stay so.
     fn sweep(&mut self, now: Timestamp) {
-        let idle = self.config.agent_idle_s as i64;
-        let forgotten: Vec<Key> = self.agents.iter().filter(|(_, a)| now > a.last_seen.plus_secs(idle)).map(|(k, _)| *k).collect();
+        let config = &self.config;
+        let forgotten: Vec<Key> = self
+            .agents
+            .heads()
+            .filter(|(_, a)| State::agent_is_forgotten(config, a.last_seen, now))
+            .map(|(k, _)| k)
+            .collect();
         for agent_key in forgotten {
             self.keep(Entry::Agent(agent_key));
             self.agents.remove(&agent_key);
@@ -942,38 +976,38 @@ impl State {
         // Windows only matter for an hour; an idle agent drops them.
         let quiet: Vec<Key> = self
             .agents
-            .iter()
-            .filter(|(_, a)| a.windows.is_some() && now > a.last_seen.plus_secs(3600))
-            .map(|(k, _)| *k)
+            .heads()
+            .filter(|(_, a)| a.windows && now > a.last_seen.plus_secs(3600))
+            .map(|(k, _)| k)
             .collect();
         for agent_key in quiet {
             self.keep(Entry::Agent(agent_key));
             if let Some(agent) = self.agents.get_mut(&agent_key) {
-                Rc::make_mut(agent).windows = None;
+                agent.windows = None;
                 self.dirty.insert(Entry::Agent(agent_key));
             }
         }
-        let forgotten: Vec<Key> = self
+        let config = &self.config;
+        let forgotten: Vec<(Key, Option<Timestamp>)> = self
             .tasks
-            .iter()
-            .filter(|(_, t)| self.task_is_forgotten(t, now))
-            .map(|(k, _)| *k)
+            .heads()
+            .filter(|(_, t)| State::task_is_forgotten(config, t, now))
+            .map(|(k, t)| (k, t.deadline))
             .collect();
-        for task_key in forgotten {
+        for (task_key, deadline) in forgotten {
             self.keep(Entry::Task(task_key));
             self.dirty.insert(Entry::Task(task_key));
-            if let Some(task) = self.tasks.remove(&task_key) {
-                if let Some(deadline) = task.deadline {
-                    self.deadlines.remove(&(deadline, task_key));
-                }
+            self.tasks.remove(&task_key);
+            if let Some(deadline) = deadline {
+                self.deadlines.remove(&(deadline, task_key));
             }
         }
         let retention = self.config.task_retention_s as i64;
         let forgotten: Vec<Key> = self
             .credentials
-            .iter()
-            .filter(|(_, c)| now > c.expires_at().unwrap_or(c.last_seen).max(c.last_seen).plus_secs(retention))
-            .map(|(k, _)| *k)
+            .heads()
+            .filter(|(_, c)| now > c.expires_at.unwrap_or(c.last_seen).max(c.last_seen).plus_secs(retention))
+            .map(|(k, _)| k)
             .collect();
         for cred_key in forgotten {
             self.keep(Entry::Credential(cred_key));
@@ -983,64 +1017,57 @@ impl State {
     }
 }
 
-/// Keeps `live`'s value for `k` in `kept` (or that there was none), the
-/// first time only: the value as of the last mark.
-fn keep<K: Copy + Eq + std::hash::Hash, V: Clone>(kept: &mut KeyMap<K, Option<V>>, live: &KeyMap<K, V>, k: K) {
-    kept.entry(k).or_insert_with(|| live.get(&k).cloned());
+/// Keeps `live`'s entry for `k` in `kept` (or that there was none), the
+/// first time only: the entry as of the last mark.
+fn keep<T: Stored>(kept: &mut KeyMap<Key, Option<Lazy<T>>>, live: &Table<T>, k: Key) {
+    kept.entry(k).or_insert_with(|| live.lazy(&k));
 }
 
-/// Puts the kept values back into `live`, removing what had none.
-fn put_back<K: Eq + std::hash::Hash, V>(live: &mut KeyMap<K, V>, kept: &mut KeyMap<K, Option<V>>) {
+/// Puts the kept entries back into `live`, removing what had none.
+fn put_back<T: Stored>(live: &mut Table<T>, kept: &mut KeyMap<Key, Option<Lazy<T>>>) {
     for (k, old) in kept.drain() {
-        match old {
-            Some(value) => live.insert(k, value),
-            None => live.remove(&k),
-        };
+        live.put(k, old);
     }
 }
 
-/// One stored entry, decoded.
-enum Decoded {
-    Agent(Key, AgentState),
-    Task(Key, TaskState),
-    Credential(Key, CredentialState),
+/// One stored entry, checked: what a restore needs of it before its
+/// bytes are kept (a task's deadline while active; the global entries whole).
+enum Checked {
+    Agent(Key),
+    Task(Key, Option<Timestamp>),
+    Credential(Key),
     Threats(HashMap<String, Threat>),
     Clock((Timestamp, Timestamp)),
 }
 
-fn decode_one(k: &[u8], v: &[u8]) -> Result<Decoded, RestoreError> {
+fn check_one(k: &[u8], v: &[u8]) -> Result<Checked, RestoreError> {
     let entry = Entry::from_bytes(k).ok_or_else(|| RestoreError::UnknownKey(hex::encode(k)))?;
-    let corrupt = |e: postcard::Error| RestoreError::Corrupt { key: hex::encode(k), reason: e.to_string() };
+    let corrupt = |reason: String| RestoreError::Corrupt { key: hex::encode(k), reason };
     Ok(match entry {
-        Entry::Agent(key) => Decoded::Agent(key, postcard::from_bytes(v).map_err(corrupt)?),
-        Entry::Task(key) => Decoded::Task(key, postcard::from_bytes(v).map_err(corrupt)?),
-        Entry::Credential(key) => Decoded::Credential(key, postcard::from_bytes(v).map_err(corrupt)?),
-        Entry::Threats => Decoded::Threats(postcard::from_bytes(v).map_err(corrupt)?),
-        Entry::Clock => Decoded::Clock(postcard::from_bytes(v).map_err(corrupt)?),
+        Entry::Agent(key) => table::check::<AgentState>(v).map(|_| Checked::Agent(key)).map_err(corrupt)?,
+        Entry::Task(key) => {
+            let head = table::check::<TaskState>(v).map_err(corrupt)?;
+            Checked::Task(key, head.active_deadline())
+        }
+        Entry::Credential(key) => table::check::<CredentialState>(v).map(|_| Checked::Credential(key)).map_err(corrupt)?,
+        Entry::Threats => Checked::Threats(table::open(v).map_err(corrupt)?),
+        Entry::Clock => Checked::Clock(table::open(v).map_err(corrupt)?),
     })
 }
 
-/// Decodes entries on every core: a restore of a million agents is mostly
-/// decoding, and entries are independent. The cores take blocks in turn,
-/// so they finish together even though an agent costs more than a task and
-/// a store keeps the two apart; the blocks come back in order, each decoded
-/// in place, with no copy into one long vector.
-fn decode_all(entries: &[(&[u8], &[u8])]) -> Result<Vec<Vec<Decoded>>, RestoreError> {
-    const BLOCK: usize = 4096;
-    let decode = |block: &[(&[u8], &[u8])]| -> Result<Vec<Decoded>, RestoreError> {
-        let mut decoded = Vec::with_capacity(block.len());
-        for (k, v) in block {
-            decoded.push(decode_one(k, v)?);
-        }
-        Ok(decoded)
-    };
-    let blocks: Vec<&[(&[u8], &[u8])]> = entries.chunks(BLOCK).collect();
+/// Checks every entry, on every core: checksums over hundreds of
+/// megabytes. The cores take blocks in turn and the blocks come back in
+/// order; the first bad entry refuses them all.
+fn check_all(entries: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<Checked>, RestoreError> {
+    const BLOCK: usize = 8192;
+    let check = |block: &[(Vec<u8>, Vec<u8>)]| block.iter().map(|(k, v)| check_one(k, v)).collect::<Result<Vec<_>, _>>();
+    let blocks: Vec<&[(Vec<u8>, Vec<u8>)]> = entries.chunks(BLOCK).collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8).min(blocks.len());
     if threads <= 1 {
-        return blocks.into_iter().map(decode).collect();
+        return Ok(blocks.into_iter().map(check).collect::<Result<Vec<_>, _>>()?.into_iter().flatten().collect());
     }
     let next = AtomicUsize::new(0);
-    let mut done: Vec<(usize, Result<Vec<Decoded>, RestoreError>)> = std::thread::scope(|scope| {
+    let mut done: Vec<(usize, Result<Vec<Checked>, RestoreError>)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| {
@@ -1048,7 +1075,7 @@ fn decode_all(entries: &[(&[u8], &[u8])]) -> Result<Vec<Vec<Decoded>>, RestoreEr
                     loop {
                         let at = next.fetch_add(1, Ordering::Relaxed);
                         let Some(block) = blocks.get(at) else { break done };
-                        done.push((at, decode(block)));
+                        done.push((at, check(block)));
                     }
                 })
             })
@@ -1056,10 +1083,14 @@ fn decode_all(entries: &[(&[u8], &[u8])]) -> Result<Vec<Vec<Decoded>>, RestoreEr
         workers.into_iter().flat_map(|worker| worker.join().unwrap_or_default()).collect()
     });
     if done.len() != blocks.len() {
-        return Err(RestoreError::Corrupt { key: String::new(), reason: "a decoder thread panicked".into() });
+        return Err(RestoreError::Corrupt { key: String::new(), reason: "a checking thread panicked".into() });
     }
     done.sort_unstable_by_key(|(at, _)| *at);
-    done.into_iter().map(|(_, decoded)| decoded).collect()
+    let mut checked = Vec::with_capacity(entries.len());
+    for (_, block) in done {
+        checked.extend(block?);
+    }
+    Ok(checked)
 }
 
 /// `asked_approval`: the decision sent a step-up to a human (a repeat while

@@ -1,6 +1,8 @@
 //! How long a worker takes to rebuild a partition's state when it is
 //! assigned one: from the changelog on a real broker (no local store, as
-//! after a lost disk or on another instance), and from the local store.
+//! after a lost disk or on another instance), and from the local store;
+//! then what the restore left for later: the first event of every agent
+//! decodes it.
 //!
 //! `cargo run --release -p vigil-benches --bin restore -- --brokers HOST:PORT [AGENTS...]`
 //! (default: 100000)
@@ -35,8 +37,8 @@ fn main() {
     if sizes.is_empty() {
         sizes.push(100_000);
     }
-    println!("| agents | entries | changelog: read | changelog: fold in | store: read | store: fold in |");
-    println!("|---|---|---|---|---|---|");
+    println!("| agents | entries | changelog: read | changelog: fold in | store: read | store: fold in | then an event per agent | the same, never stopped |");
+    println!("|---|---|---|---|---|---|---|---|");
     for n in sizes {
         let mut state = State::new(StateConfig::default());
         fold_agents(&mut state, 0..n, 3, 0);
@@ -80,8 +82,8 @@ fn main() {
         let read = started.elapsed();
         let started = Instant::now();
         let mut restored = State::new(StateConfig::default());
-        for part in &rebuilt {
-            restored.absorb(part.partition, part.entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))).unwrap_or_else(|e| fail(e.to_string()));
+        for part in rebuilt {
+            restored.absorb(part.partition, part.entries).unwrap_or_else(|e| fail(e.to_string()));
         }
         let fold_changelog = started.elapsed();
         assert_eq!(restored.agent_count(), n);
@@ -94,16 +96,27 @@ fn main() {
         let read_store = started.elapsed();
         let started = Instant::now();
         let mut restored = State::new(StateConfig::default());
-        restored.absorb(0, entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))).unwrap_or_else(|e| fail(e.to_string()));
+        restored.absorb(0, entries).unwrap_or_else(|e| fail(e.to_string()));
         let fold_store = started.elapsed();
         assert_eq!(restored.agent_count(), n);
+        // What the restore left for later: the first event of every agent
+        // decodes it. The same event on the state that never stopped, for
+        // comparison.
+        let started = Instant::now();
+        fold_agents(&mut restored, 0..n, 1, 3);
+        let first_events = started.elapsed();
+        let started = Instant::now();
+        fold_agents(&mut state, 0..n, 1, 3);
+        let warm_events = started.elapsed();
         println!(
-            "| {n} | {} | {:.2?} | {:.2?} | {:.2?} | {:.2?} |",
+            "| {n} | {} | {:.2?} | {:.2?} | {:.2?} | {:.2?} | {:.2?} | {:.2?} |",
             changes.len(),
             read,
             fold_changelog,
             read_store,
-            fold_store
+            fold_store,
+            first_events,
+            warm_events
         );
     }
 }

@@ -285,8 +285,8 @@ impl Clients {
                         RebuildError::Interrupted => Served::Shutdown,
                         RebuildError::Unavailable(reason) => Served::Rebuild(reason),
                     })?;
-                for part in rebuilt {
-                    let entries = part.entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice()));
+                for mut part in rebuilt {
+                    let entries = std::mem::take(&mut part.entries);
                     pipeline.state.absorb(part.partition, entries).map_err(|e| {
                         Served::Fail(format!("changelog partition {} does not restore: {e}", part.partition))
                     })?;

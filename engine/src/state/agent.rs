@@ -88,6 +88,23 @@ pub struct AgentState {
     pub decisions: DecisionCounts,
 }
 
+/// What the sweep and the signals read of an agent without decoding it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentHead {
+    pub last_seen: Timestamp,
+    /// [`super::name_hash`] of the workload id.
+    pub workload: u64,
+    pub windows: bool,
+}
+
+impl super::table::Stored for AgentState {
+    type Head = AgentHead;
+
+    fn head(&self) -> AgentHead {
+        AgentHead { last_seen: self.last_seen, workload: super::name_hash(&self.workload_id), windows: self.windows.is_some() }
+    }
+}
+
 impl AgentState {
     pub fn new(tenant: &str, agent_id: &str, workload_id: &str, now: Timestamp) -> AgentState {
         AgentState {

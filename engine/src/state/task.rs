@@ -44,6 +44,34 @@ pub struct TaskState {
     pub credentials: Vec<String>,
 }
 
+/// What the sweep and the deadline index read of a task without decoding it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskHead {
+    pub status: TaskStatus,
+    pub deadline: Option<Timestamp>,
+    pub ended_at: Option<Timestamp>,
+    pub last_seen: Timestamp,
+}
+
+impl TaskHead {
+    pub fn is_over(&self) -> bool {
+        matches!(self.status, TaskStatus::Ended | TaskStatus::Expired)
+    }
+
+    /// The deadline the index holds it under: an active task's.
+    pub fn active_deadline(&self) -> Option<Timestamp> {
+        self.deadline.filter(|_| self.status == TaskStatus::Active)
+    }
+}
+
+impl super::table::Stored for TaskState {
+    type Head = TaskHead;
+
+    fn head(&self) -> TaskHead {
+        TaskHead { status: self.status, deadline: self.deadline, ended_at: self.ended_at, last_seen: self.last_seen }
+    }
+}
+
 impl TaskState {
     pub fn new(tenant: &str, task_id: &str, agent_id: &str, now: Timestamp) -> TaskState {
         TaskState {
@@ -82,6 +110,35 @@ pub struct CredentialState {
     pub revoked_at: Option<Timestamp>,
     pub leaked: bool,
     pub last_seen: Timestamp,
+}
+
+/// What the sweep and the revocations read of a credential without decoding it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialHead {
+    /// The [`super::Key`] of the agent it was issued to.
+    pub agent: super::Key,
+    pub expires_at: Option<Timestamp>,
+    pub revoked: bool,
+    pub last_seen: Timestamp,
+}
+
+impl CredentialHead {
+    pub fn is_live(&self, now: Timestamp) -> bool {
+        !self.revoked && self.expires_at.is_none_or(|at| now <= at)
+    }
+}
+
+impl super::table::Stored for CredentialState {
+    type Head = CredentialHead;
+
+    fn head(&self) -> CredentialHead {
+        CredentialHead {
+            agent: super::key(&self.tenant, &self.agent_id),
+            expires_at: self.expires_at(),
+            revoked: self.revoked_at.is_some(),
+            last_seen: self.last_seen,
+        }
+    }
 }
 
 impl CredentialState {
