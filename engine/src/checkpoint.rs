@@ -242,18 +242,17 @@ mod redb_store {
                 let upper = self.read_half(partition, Half::Upper);
                 (lower.join(), upper)
             });
-            let mut entries = lower.map_err(|_| CheckpointError::Unreadable { path: self.path.clone(), reason: "a reading thread panicked".into() })??;
+            let mut entries = lower.map_err(|_| self.unreadable(&"a reading thread panicked"))??;
             entries.extend(upper?);
             Ok(entries)
         }
 
         fn offsets(&self) -> Result<Offsets, CheckpointError> {
-            let unreadable = |e: &dyn std::fmt::Display| CheckpointError::Unreadable { path: self.path.clone(), reason: e.to_string() };
-            let txn = self.db.begin_read().map_err(|e| unreadable(&e))?;
-            let table = txn.open_table(OFFSETS).map_err(|e| unreadable(&e))?;
+            let txn = self.db.begin_read().map_err(|e| self.unreadable(&e))?;
+            let table = txn.open_table(OFFSETS).map_err(|e| self.unreadable(&e))?;
             let mut offsets = Offsets::new();
-            for item in table.iter().map_err(|e| unreadable(&e))? {
-                let (k, v) = item.map_err(|e| unreadable(&e))?;
+            for item in table.iter().map_err(|e| self.unreadable(&e))? {
+                let (k, v) = item.map_err(|e| self.unreadable(&e))?;
                 let (topic, partition) = k.value();
                 offsets.insert((topic.to_owned(), partition), v.value());
             }

@@ -42,9 +42,8 @@ pub fn seal(head: &impl Serialize, value: &impl Serialize) -> Option<Vec<u8>> {
 
 /// What a stored form's checksum covers, once it matches.
 pub fn unseal(bytes: &[u8]) -> Result<&[u8], String> {
-    let (sum, rest) = bytes.split_at_checked(SUM).ok_or("shorter than its checksum")?;
-    let sum = sum.try_into().map(u64::from_le_bytes).map_err(|_| "shorter than its checksum")?;
-    if sum != xxhash_rust::xxh3::xxh3_64(rest) {
+    let (sum, rest) = bytes.split_first_chunk::<SUM>().ok_or("shorter than its checksum")?;
+    if u64::from_le_bytes(*sum) != xxhash_rust::xxh3::xxh3_64(rest) {
         return Err("checksum mismatch".into());
     }
     Ok(rest)
@@ -271,16 +270,21 @@ impl<T: Stored> Table<T> {
         }
     }
 
+    /// Takes `k` out of the cold run, if it is there; where it lives
+    /// moves to `homes`.
+    fn take_cold(&mut self, k: &Key) -> Option<Cold> {
+        let cold = self.cold.take(k)?;
+        self.homes.insert(*k, cold.home);
+        Some(cold)
+    }
+
     /// Decodes `k` for good if it is cold.
     fn thaw(&mut self, k: &Key) {
         if self.cold.live == 0 || self.warm.contains_key(k) {
             return;
         }
-        if let Some(cold) = self.cold.take(k) {
-            self.homes.insert(*k, cold.home);
-            if let Some(value) = decoded(&cold.bytes) {
-                self.warm.insert(*k, Rc::new(value));
-            }
+        if let Some(value) = self.take_cold(k).and_then(|cold| decoded(&cold.bytes)) {
+            self.warm.insert(*k, Rc::new(value));
         }
     }
 
@@ -304,9 +308,7 @@ impl<T: Stored> Table<T> {
 
     /// Puts `value` in place of whatever `k` held.
     pub fn insert(&mut self, k: Key, value: Rc<T>) {
-        if let Some(cold) = self.cold.take(&k) {
-            self.homes.insert(k, cold.home);
-        }
+        self.take_cold(&k);
         self.warm.insert(k, value);
     }
 
@@ -322,12 +324,10 @@ impl<T: Stored> Table<T> {
 
     /// Removes an entry; where it lived stays known, for its tombstone.
     pub fn remove(&mut self, k: &Key) -> Option<Lazy<T>> {
-        if let Some(value) = self.warm.remove(k) {
-            return Some(Lazy::Warm(value));
+        match self.warm.remove(k) {
+            Some(value) => Some(Lazy::Warm(value)),
+            None => self.take_cold(k).map(Lazy::Cold),
         }
-        let cold = self.cold.take(k)?;
-        self.homes.insert(*k, cold.home);
-        Some(Lazy::Cold(cold))
     }
 
     /// The entry as the journal keeps it.

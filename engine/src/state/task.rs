@@ -15,6 +15,11 @@ pub enum TaskStatus {
 }
 
 impl TaskStatus {
+    /// Ended or expired: its credentials are gone and it is kept only for its retention.
+    pub fn is_over(self) -> bool {
+        matches!(self, TaskStatus::Ended | TaskStatus::Expired)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             TaskStatus::Unregistered => "unregistered",
@@ -55,7 +60,7 @@ pub struct TaskHead {
 
 impl TaskHead {
     pub fn is_over(&self) -> bool {
-        matches!(self.status, TaskStatus::Ended | TaskStatus::Expired)
+        self.status.is_over()
     }
 
     /// The deadline the index holds it under: an active task's.
@@ -93,7 +98,7 @@ impl TaskState {
     }
 
     pub fn is_over(&self) -> bool {
-        matches!(self.status, TaskStatus::Ended | TaskStatus::Expired)
+        self.status.is_over()
     }
 }
 
@@ -124,8 +129,13 @@ pub struct CredentialHead {
 
 impl CredentialHead {
     pub fn is_live(&self, now: Timestamp) -> bool {
-        !self.revoked && self.expires_at.is_none_or(|at| now <= at)
+        !self.revoked && !expired(self.expires_at, now)
     }
+}
+
+/// Past its expiry (a credential without a TTL never expires).
+fn expired(expires_at: Option<Timestamp>, now: Timestamp) -> bool {
+    expires_at.is_some_and(|at| now > at)
 }
 
 impl super::table::Stored for CredentialState {
@@ -147,7 +157,7 @@ impl CredentialState {
     }
 
     pub fn is_expired(&self, now: Timestamp) -> bool {
-        self.expires_at().is_some_and(|at| now > at)
+        expired(self.expires_at(), now)
     }
 
     pub fn is_live(&self, now: Timestamp) -> bool {

@@ -36,7 +36,7 @@ pub struct Series<const N: usize> {
 
 /// Buckets as a checkpoint and the changelog keep them: only the ones that
 /// counted something, each with its slot. Most of an agent's buckets are
-/// empty, and a restore decodes a million agents' windows.
+/// empty, and every changed agent is written on every batch.
 mod sparse {
     use std::fmt;
 
