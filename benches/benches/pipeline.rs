@@ -16,40 +16,14 @@ use vigil::pipeline::{Outputs, Pipeline};
 use vigil::rules::{Evaluation, RuleHost, RulesetSource};
 use vigil::source::Record;
 use vigil::state::{Context, StateConfig};
-use vigil::workload::{generate, WorkloadSpec};
-
-fn records() -> Vec<Record> {
-    let spec = WorkloadSpec { agents_per_tenant: 100, tasks_per_agent: 3, actions_per_task: 30, ..WorkloadSpec::default() };
-    generate(&spec)
-        .into_iter()
-        .map(|line| Record { payload: line.into_bytes(), ..Record::default() })
-        .collect()
-}
+// The benches' crate also brings the binary's allocator (mimalloc).
+use vigil_benches::{demo_records, pass};
 
 fn pipeline(rules: RulesetSource) -> Pipeline {
     match RuleHost::compile(rules) {
         Ok(host) => Pipeline::new(host, StateConfig::default()),
         Err(e) => unreachable!("the ruleset compiles: {e}"),
     }
-}
-
-/// Runs every record and encodes every decision as the JSON sink would.
-fn pass(records: &[Record], rules: &RulesetSource, buf: &mut Vec<u8>) -> usize {
-    let mut p = pipeline(rules.clone());
-    let mut out = Outputs::default();
-    for record in records {
-        out.clear();
-        p.process(record, &mut out);
-        buf.clear();
-        for d in &out.decisions {
-            let _ = serde_json::to_writer(&mut *buf, d);
-        }
-        for a in &out.alerts {
-            buf.extend_from_slice(a.as_bytes());
-        }
-        black_box(&buf);
-    }
-    records.len()
 }
 
 /// Every activity event with the state the rules saw before it, so rule
@@ -103,7 +77,7 @@ fn rules_only(c: &mut Criterion, records: &[Record], shipped: &RulesetSource) {
 }
 
 fn bench(c: &mut Criterion) {
-    let records = records();
+    let records = demo_records();
     let shipped = match RulesetSource::shipped() {
         Ok(s) => s,
         Err(e) => unreachable!("the shipped ruleset loads: {e}"),

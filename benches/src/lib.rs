@@ -7,7 +7,11 @@ pub mod sled_store;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use vigil::event::{ActivityEvent, EventKind, Identity, IdentityMethod, Timestamp};
-use vigil::state::State;
+use vigil::pipeline::{Outputs, Pipeline};
+use vigil::rules::{RuleHost, RulesetSource};
+use vigil::source::Record;
+use vigil::state::{State, StateConfig};
+use vigil::workload::{generate, WorkloadSpec};
 use vigil::verdict::{Decision, Mode, Verdict};
 
 /// An activity event for agent `i`, `n` seconds into the run.
@@ -63,3 +67,35 @@ pub fn fold_agents(state: &mut State, agents: std::ops::Range<usize>, events_per
         }
     }
 }
+
+/// The in-process bench's workload: the demo's synthetic agents and attacks
+/// (3 tenants × 100 agents × 3 tasks × 30 actions), as input records.
+pub fn demo_records() -> Vec<Record> {
+    let spec = WorkloadSpec { agents_per_tenant: 100, tasks_per_agent: 3, actions_per_task: 30, ..WorkloadSpec::default() };
+    generate(&spec).into_iter().map(|line| Record { payload: line.into_bytes(), ..Record::default() }).collect()
+}
+
+/// Runs every record through a fresh pipeline on `rules` and encodes every
+/// decision and alert as the JSON sink would. Returns the records run.
+pub fn pass(records: &[Record], rules: &RulesetSource, buf: &mut Vec<u8>) -> usize {
+    let host = match RuleHost::compile(rules.clone()) {
+        Ok(host) => host,
+        Err(e) => unreachable!("the ruleset compiles: {e}"),
+    };
+    let mut p = Pipeline::new(host, StateConfig::default());
+    let mut out = Outputs::default();
+    for record in records {
+        out.clear();
+        p.process(record, &mut out);
+        buf.clear();
+        for d in &out.decisions {
+            let _ = serde_json::to_writer(&mut *buf, d);
+        }
+        for a in &out.alerts {
+            buf.extend_from_slice(a.as_bytes());
+        }
+        std::hint::black_box(&buf);
+    }
+    records.len()
+}
+

@@ -9,6 +9,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+mod rfc3339;
+
 /// Event time in milliseconds since the Unix epoch (UTC).
 ///
 /// Windows, TTLs and deadlines compare these, never the wall clock, so the
@@ -31,6 +33,9 @@ impl Timestamp {
     }
 
     pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
+        if let Some(ms) = rfc3339::parse_utc(text) {
+            return Some(Timestamp(ms));
+        }
         chrono::DateTime::parse_from_rfc3339(text)
             .ok()
             .map(|t| Timestamp(t.timestamp_millis()))
@@ -38,6 +43,9 @@ impl Timestamp {
 
     /// RFC 3339 in UTC with milliseconds: one canonical spelling per instant.
     pub fn to_rfc3339(self) -> String {
+        if let Some(text) = rfc3339::format_utc(self.0) {
+            return text;
+        }
         match chrono::DateTime::from_timestamp_millis(self.0) {
             Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             None => self.0.to_string(),

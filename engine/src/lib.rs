@@ -22,6 +22,7 @@ pub mod config;
 pub mod control;
 pub mod decide;
 pub mod decode;
+mod digest;
 pub mod event;
 pub mod http;
 pub mod kafka;

@@ -91,21 +91,11 @@ type KeyMap<K, V> = HashMap<K, V, KeyHash>;
 pub type Key = u128;
 
 pub fn key(tenant: &str, id: &str) -> Key {
-    // One-shot hashing of the joined bytes gives the streaming digest,
-    // without the streaming state's setup on every lookup.
-    let len = tenant.len() + 1 + id.len();
-    let mut stack = [0u8; 128];
-    let mut heap = Vec::new();
-    let buf: &mut [u8] = if len <= stack.len() {
-        &mut stack[..len]
-    } else {
-        heap.resize(len, 0);
-        &mut heap
-    };
-    buf[..tenant.len()].copy_from_slice(tenant.as_bytes());
-    buf[tenant.len()] = 0;
-    buf[tenant.len() + 1..].copy_from_slice(id.as_bytes());
-    xxhash_rust::xxh3::xxh3_128(buf)
+    crate::digest::xxh3_128_of(tenant.len() + 1 + id.len(), |buf| {
+        buf[..tenant.len()].copy_from_slice(tenant.as_bytes());
+        buf[tenant.len()] = 0;
+        buf[tenant.len() + 1..].copy_from_slice(id.as_bytes());
+    })
 }
 
 /// How long state is kept, in event time.
@@ -1143,12 +1133,16 @@ fn fold_agent(agent: &mut AgentState, event: &ActivityEvent, depth: u32, decisio
 
 /// What makes two calls "the same call" for repeat detection.
 pub fn call_signature(event: &ActivityEvent) -> u64 {
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    for part in [Some(event.kind.as_str()), event.tool.as_deref(), event.target.as_deref(), event.operation.as_deref()] {
-        hasher.update(part.unwrap_or("").as_bytes());
-        hasher.update(&[0]);
-    }
-    hasher.digest()
+    let parts = [Some(event.kind.as_str()), event.tool.as_deref(), event.target.as_deref(), event.operation.as_deref()]
+        .map(|part| part.unwrap_or("").as_bytes());
+    crate::digest::xxh3_64_of(parts.iter().map(|p| p.len() + 1).sum(), |buf| {
+        let mut at = 0;
+        for part in parts {
+            buf[at..at + part.len()].copy_from_slice(part);
+            buf[at + part.len()] = 0;
+            at += part.len() + 1;
+        }
+    })
 }
 
 #[cfg(test)]
@@ -1163,5 +1157,22 @@ mod tests {
             hasher.update(id.as_bytes());
             assert_eq!(super::key(tenant, id), hasher.digest128());
         }
+    }
+
+    /// Stored in snapshots as an agent's last call, so its value must not
+    /// change between versions.
+    #[test]
+    fn call_signatures_are_the_streaming_digest() {
+        let line = r#"{"event_id":"e1","time":"2026-11-28T10:00:00Z","agent_id":"a1","workload_id":"spiffe://acme.org/a1",
+            "kind":"tool_call","tool":"sql.query","target":"crm/customers"}"#;
+        let Ok(crate::event::Input::Activity(event)) = crate::decode::decode_json(line.as_bytes()) else {
+            unreachable!("a valid event")
+        };
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for part in ["tool_call", "sql.query", "crm/customers", ""] {
+            hasher.update(part.as_bytes());
+            hasher.update(&[0]);
+        }
+        assert_eq!(super::call_signature(&event), hasher.digest());
     }
 }
