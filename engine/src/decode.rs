@@ -6,6 +6,7 @@
 //! [`raw`] are written once.
 
 pub mod avro;
+mod fast;
 mod raw;
 pub mod spiffe;
 
@@ -56,7 +57,10 @@ pub fn decode_json(bytes: &[u8]) -> Result<Input, DecodeError> {
     // Checking UTF-8 once for the whole record is cheaper than per string;
     // invalid UTF-8 takes the byte path so its error reads as it always has.
     let raw: RawRecord = match std::str::from_utf8(bytes) {
-        Ok(text) => serde_json::from_str(text),
+        Ok(text) => match fast::parse(text) {
+            Some(raw) => Ok(raw),
+            None => serde_json::from_str(text),
+        },
         Err(_) => serde_json::from_slice(bytes),
     }
     .map_err(|e| DecodeError::Json(e.to_string()))?;
@@ -73,5 +77,41 @@ pub fn decode(bytes: &[u8], avro: Option<&avro::AvroDecoder>) -> Result<Input, D
             None => Err(DecodeError::Avro("avro record but no schemas are configured".into())),
         },
         Some(_) => decode_json(bytes),
+    }
+}
+
+/// The shape serde gives the record types, for tests that hold other
+/// readers (Avro schemas, the fast JSON path) to it.
+#[cfg(test)]
+pub(crate) mod shape {
+    use serde::de::{DeserializeOwned, Visitor};
+
+    /// The field names serde's derive gives a struct, captured from its
+    /// `deserialize_struct` call: the names a JSON or Avro record must use.
+    pub(crate) fn struct_fields<T: DeserializeOwned>() -> Vec<String> {
+        struct Capture<'a>(&'a mut Vec<String>);
+        impl<'de> serde::Deserializer<'de> for Capture<'_> {
+            type Error = serde::de::value::Error;
+            fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+                Err(serde::de::Error::custom("not a struct"))
+            }
+            fn deserialize_struct<V: Visitor<'de>>(
+                self,
+                _: &'static str,
+                fields: &'static [&'static str],
+                _: V,
+            ) -> Result<V::Value, Self::Error> {
+                self.0.extend(fields.iter().map(|f| (*f).to_owned()));
+                Err(serde::de::Error::custom("captured"))
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option
+                unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+            }
+        }
+        let mut fields = Vec::new();
+        let _ = T::deserialize(Capture(&mut fields));
+        assert!(!fields.is_empty(), "{} is not a struct", std::any::type_name::<T>());
+        fields
     }
 }

@@ -504,7 +504,8 @@ mod tests {
     use std::net::TcpListener;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use serde::de::{DeserializeOwned, Visitor};
+    use serde::de::DeserializeOwned;
+    use crate::decode::shape::struct_fields;
     use serde_json::json;
 
     use super::*;
@@ -637,34 +638,6 @@ mod tests {
             .unwrap()
     }
 
-    /// The field names serde's derive gives a struct, captured from its
-    /// `deserialize_struct` call: the names a JSON or Avro record must use.
-    fn struct_fields<T: DeserializeOwned>() -> Vec<String> {
-        struct Capture<'a>(&'a mut Vec<String>);
-        impl<'de> serde::Deserializer<'de> for Capture<'_> {
-            type Error = serde::de::value::Error;
-            fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
-                Err(serde::de::Error::custom("not a struct"))
-            }
-            fn deserialize_struct<V: Visitor<'de>>(
-                self,
-                _: &'static str,
-                fields: &'static [&'static str],
-                _: V,
-            ) -> Result<V::Value, Self::Error> {
-                self.0.extend(fields.iter().map(|f| (*f).to_owned()));
-                Err(serde::de::Error::custom("captured"))
-            }
-            serde::forward_to_deserialize_any! {
-                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option
-                unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
-            }
-        }
-        let mut fields = Vec::new();
-        let _ = T::deserialize(Capture(&mut fields));
-        assert!(!fields.is_empty(), "{} is not a struct", std::any::type_name::<T>());
-        fields
-    }
 
     fn set<S: AsRef<str>>(names: &[S]) -> BTreeSet<String> {
         names.iter().map(|n| n.as_ref().to_owned()).collect()

@@ -13,7 +13,7 @@ use crate::event::{
 };
 
 /// Every field an activity event or a signal may carry, all optional.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct RawRecord {
     pub event_id: Option<String>,
@@ -40,14 +40,14 @@ pub struct RawRecord {
     pub credential_id: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct RawIdentity {
     pub method: Option<String>,
     pub verified: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct RawScope {
     pub tools: Option<Vec<String>>,
@@ -57,7 +57,7 @@ pub struct RawScope {
     pub egress_budget_bytes: Option<i64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct RawCredential {
     pub id: Option<String>,
@@ -65,7 +65,7 @@ pub struct RawCredential {
     pub ttl_s: Option<i64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct RawApproval {
     pub decision_id: Option<String>,

@@ -1,0 +1,494 @@
+//! A direct reader for the JSON records nearly every producer writes, in
+//! front of serde_json.
+//!
+//! Decoding is the largest single stage of an event's path, and most of
+//! serde's cost there is generality this input does not need. This reader
+//! knows [`RawRecord`]'s fields and accepts a strict subset of JSON:
+//! strings without escapes, integers without fraction or exponent, each
+//! field at most once. Anything else (an escape, a float, a duplicate, a
+//! syntax error, nesting past a small depth) makes it answer `None`, and
+//! serde_json decodes the record as before, with its own error message. So
+//! whatever this reader accepts, serde_json accepts with the same value;
+//! the tests hold it to that.
+
+use std::collections::BTreeMap;
+
+use super::raw::{RawApproval, RawCredential, RawIdentity, RawRecord, RawScope};
+
+/// How deep an ignored value may nest before the record goes to serde_json.
+const MAX_SKIP_DEPTH: u32 = 16;
+/// Keys per object this reader tracks for duplicates.
+const MAX_KEYS: usize = 32;
+
+/// The record in `text`, if it is in the subset this reader takes.
+pub(super) fn parse(text: &str) -> Option<RawRecord> {
+    let mut c = Cursor { text, b: text.as_bytes(), at: 0 };
+    let mut r = RawRecord::default();
+    c.object(|c, key| {
+        match key {
+            "event_id" => c.put(&mut r.event_id, Cursor::string),
+            "signal_id" => c.put(&mut r.signal_id, Cursor::string),
+            "time" => c.put(&mut r.time, Cursor::string),
+            "tenant" => c.put(&mut r.tenant, Cursor::string),
+            "agent_id" => c.put(&mut r.agent_id, Cursor::string),
+            "workload_id" => c.put(&mut r.workload_id, Cursor::string),
+            "identity" => c.put(&mut r.identity, identity),
+            "task_id" => c.put(&mut r.task_id, Cursor::string),
+            "kind" => c.put(&mut r.kind, Cursor::string),
+            "tool" => c.put(&mut r.tool, Cursor::string),
+            "target" => c.put(&mut r.target, Cursor::string),
+            "operation" => c.put(&mut r.operation, Cursor::string),
+            "data_class" => c.put(&mut r.data_class, Cursor::string),
+            "bytes" => c.put(&mut r.bytes, Cursor::int),
+            "parent_event_id" => c.put(&mut r.parent_event_id, Cursor::string),
+            "trust_boundary" => c.put(&mut r.trust_boundary, Cursor::string),
+            "scope" => c.put(&mut r.scope, scope),
+            "credential" => c.put(&mut r.credential, credential),
+            "approval" => c.put(&mut r.approval, approval),
+            "attributes" => c.put(&mut r.attributes, Cursor::string_map),
+            "severity" => c.put(&mut r.severity, Cursor::string),
+            "credential_id" => c.put(&mut r.credential_id, Cursor::string),
+            _ => c.skip(0),
+        }
+    })?;
+    c.ws();
+    (c.at == c.b.len()).then_some(r)
+}
+
+fn identity(c: &mut Cursor) -> Option<RawIdentity> {
+    let mut r = RawIdentity::default();
+    c.object(|c, key| match key {
+        "method" => c.put(&mut r.method, Cursor::string),
+        "verified" => c.put(&mut r.verified, Cursor::bool),
+        _ => c.skip(0),
+    })?;
+    Some(r)
+}
+
+fn scope(c: &mut Cursor) -> Option<RawScope> {
+    let mut r = RawScope::default();
+    c.object(|c, key| match key {
+        "tools" => c.put(&mut r.tools, Cursor::strings),
+        "targets" => c.put(&mut r.targets, Cursor::strings),
+        "data_classes" => c.put(&mut r.data_classes, Cursor::strings),
+        "max_duration_s" => c.put(&mut r.max_duration_s, Cursor::int),
+        "egress_budget_bytes" => c.put(&mut r.egress_budget_bytes, Cursor::int),
+        _ => c.skip(0),
+    })?;
+    Some(r)
+}
+
+fn credential(c: &mut Cursor) -> Option<RawCredential> {
+    let mut r = RawCredential::default();
+    c.object(|c, key| match key {
+        "id" => c.put(&mut r.id, Cursor::string),
+        "scopes" => c.put(&mut r.scopes, Cursor::strings),
+        "ttl_s" => c.put(&mut r.ttl_s, Cursor::int),
+        _ => c.skip(0),
+    })?;
+    Some(r)
+}
+
+fn approval(c: &mut Cursor) -> Option<RawApproval> {
+    let mut r = RawApproval::default();
+    c.object(|c, key| match key {
+        "decision_id" => c.put(&mut r.decision_id, Cursor::string),
+        "granted" => c.put(&mut r.granted, Cursor::bool),
+        "approver" => c.put(&mut r.approver, Cursor::string),
+        _ => c.skip(0),
+    })?;
+    Some(r)
+}
+
+struct Cursor<'a> {
+    text: &'a str,
+    b: &'a [u8],
+    at: usize,
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Flags (in each byte's high bit) the bytes of `word` that end or
+/// escape a JSON string or may not appear in one: `"`, `\` and controls.
+/// The lowest flag is exact; those above it may be false.
+fn specials(word: u64) -> u64 {
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    zero(word ^ (ONES * u64::from(b'"'))) | zero(word ^ (ONES * u64::from(b'\\'))) | (word.wrapping_sub(ONES * 0x20) & !word & HIGHS)
+}
+
+impl<'a> Cursor<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.at).copied()
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    /// Consumes `byte` after white space.
+    fn eat(&mut self, byte: u8) -> Option<()> {
+        self.ws();
+        (self.peek() == Some(byte)).then(|| self.at += 1)
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        self.ws();
+        self.b[self.at..].starts_with(word).then(|| self.at += word.len())
+    }
+
+    /// Reads one optional field's value into `slot`; `null` is `None`.
+    fn put<T>(&mut self, slot: &mut Option<T>, read: fn(&mut Cursor<'a>) -> Option<T>) -> Option<()> {
+        if self.literal(b"null").is_some() {
+            return Some(());
+        }
+        *slot = Some(read(self)?);
+        Some(())
+    }
+
+    /// Walks an object, handing each key to `field`, which reads its value.
+    /// serde's derive refuses a field given twice (even after a `null`),
+    /// so a key seen twice, or more keys than are tracked, sends the
+    /// record to serde.
+    fn object(&mut self, mut field: impl FnMut(&mut Cursor<'a>, &'a str) -> Option<()>) -> Option<()> {
+        self.eat(b'{')?;
+        let mut keys: [&'a str; MAX_KEYS] = [""; MAX_KEYS];
+        let mut seen = 0;
+        // One bit per key's length: only keys of a length seen before are compared.
+        let mut lengths = 0u64;
+        if self.eat(b'}').is_some() {
+            return Some(());
+        }
+        loop {
+            self.ws();
+            let key = self.str()?;
+            let bit = 1u64 << (key.len() % 64);
+            if seen == MAX_KEYS || (lengths & bit != 0 && keys[..seen].contains(&key)) {
+                return None;
+            }
+            lengths |= bit;
+            keys[seen] = key;
+            seen += 1;
+            self.eat(b':')?;
+            field(self, key)?;
+            self.ws();
+            match self.peek()? {
+                b',' => self.at += 1,
+                b'}' => {
+                    self.at += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// A string without escapes or control characters, borrowed.
+    fn str(&mut self) -> Option<&'a str> {
+        self.eat(b'"')?;
+        let start = self.at;
+        let mut end = start;
+        // Eight bytes at a time, then the tail one by one.
+        while let Some(chunk) = self.b.get(end..end + 8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            let flags = specials(u64::from_le_bytes(word));
+            if flags != 0 {
+                end += flags.trailing_zeros() as usize / 8;
+                break;
+            }
+            end += 8;
+        }
+        while self.b.get(end).is_some_and(|b| !matches!(b, b'"' | b'\\' | 0..=0x1f)) {
+            end += 1;
+        }
+        if self.b.get(end) != Some(&b'"') {
+            return None;
+        }
+        self.at = end + 1;
+        // The text is UTF-8 already, and a quote never falls inside a
+        // multi-byte character: slicing at the quotes only checks that.
+        self.text.get(start..end)
+    }
+
+    fn string(&mut self) -> Option<String> {
+        self.str().map(str::to_owned)
+    }
+
+    fn bool(&mut self) -> Option<bool> {
+        if self.literal(b"true").is_some() {
+            Some(true)
+        } else {
+            self.literal(b"false").map(|()| false)
+        }
+    }
+
+    /// An integer in JSON's grammar that fits `i64`; a fraction or an
+    /// exponent is a float, which serde refuses for these fields.
+    fn int(&mut self) -> Option<i64> {
+        self.ws();
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.at += 1;
+        }
+        let start = self.at;
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.at += 1;
+        }
+        let digits = &self.b[start..self.at];
+        if digits.is_empty() || (digits.len() > 1 && digits[0] == b'0') || matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
+            return None;
+        }
+        let magnitude = digits.iter().try_fold(0i64, |n, d| n.checked_mul(10)?.checked_add(i64::from(d - b'0')))?;
+        match (negative, magnitude) {
+            // serde_json reads `-0` as a float.
+            (true, 0) => None,
+            (true, m) => Some(-m),
+            (false, m) => Some(m),
+        }
+    }
+
+    fn strings(&mut self) -> Option<Vec<String>> {
+        self.eat(b'[')?;
+        let mut items = Vec::new();
+        if self.eat(b']').is_some() {
+            return Some(items);
+        }
+        loop {
+            items.push(self.string()?);
+            self.ws();
+            match self.peek()? {
+                b',' => self.at += 1,
+                b']' => {
+                    self.at += 1;
+                    return Some(items);
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// A map of strings; a key given twice keeps its last value, as serde does.
+    fn string_map(&mut self) -> Option<BTreeMap<String, String>> {
+        self.eat(b'{')?;
+        let mut map = BTreeMap::new();
+        if self.eat(b'}').is_some() {
+            return Some(map);
+        }
+        loop {
+            self.ws();
+            let key = self.string()?;
+            self.eat(b':')?;
+            map.insert(key, self.string()?);
+            self.ws();
+            match self.peek()? {
+                b',' => self.at += 1,
+                b'}' => {
+                    self.at += 1;
+                    return Some(map);
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Steps over a value of a field this reader does not know, checking
+    /// it as serde would.
+    fn skip(&mut self, depth: u32) -> Option<()> {
+        if depth > MAX_SKIP_DEPTH {
+            return None;
+        }
+        self.ws();
+        match self.peek()? {
+            b'"' => self.str().map(drop),
+            b'{' => self.object(|c, _| c.skip(depth + 1)),
+            b'[' => {
+                self.at += 1;
+                if self.eat(b']').is_some() {
+                    return Some(());
+                }
+                loop {
+                    self.skip(depth + 1)?;
+                    self.ws();
+                    match self.peek()? {
+                        b',' => self.at += 1,
+                        b']' => {
+                            self.at += 1;
+                            return Some(());
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            // Only integers: a float's text is for serde to judge.
+            _ => self.int().map(drop),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::parse;
+    use crate::decode::raw::{RawIdentity, RawRecord, RawScope};
+    use crate::decode::shape::struct_fields;
+
+    fn serde(text: &str) -> Option<RawRecord> {
+        serde_json::from_str(text).ok()
+    }
+
+    /// Whatever the fast reader accepts, serde accepts with the same value.
+    fn agrees(text: &str) -> Result<(), TestCaseError> {
+        if let Some(fast) = parse(text) {
+            prop_assert_eq!(Some(fast), serde(text), "{}", text);
+        }
+        Ok(())
+    }
+
+    fn demo_lines() -> &'static [String] {
+        static LINES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+        LINES.get_or_init(|| crate::workload::generate(&crate::workload::WorkloadSpec::default()))
+    }
+
+    /// Every well-formed demo record without an escape is read here, the
+    /// same as serde reads it; the demo's deliberately broken ones are not.
+    #[test]
+    fn the_demo_records_take_the_fast_path() {
+        let mut fast = 0;
+        for line in demo_lines() {
+            match serde(line) {
+                Some(expected) if !line.contains('\\') => {
+                    assert_eq!(parse(line), Some(expected), "{line}");
+                    fast += 1;
+                }
+                _ => assert_eq!(parse(line), None, "{line}"),
+            }
+        }
+        assert!(fast * 100 > demo_lines().len() * 99, "{fast} of {}", demo_lines().len());
+    }
+
+    #[test]
+    fn every_field_is_read_not_skipped() {
+        let nested = [
+            ("identity", struct_fields::<RawIdentity>()),
+            ("scope", struct_fields::<RawScope>()),
+            ("credential", struct_fields::<crate::decode::raw::RawCredential>()),
+            ("approval", struct_fields::<crate::decode::raw::RawApproval>()),
+        ];
+        let samples = ["\"x\"", "7", "true", "[\"a\",\"b\"]", "{\"a\":\"b\"}"];
+        let mut texts = Vec::new();
+        for field in struct_fields::<RawRecord>() {
+            texts.extend(samples.iter().map(|v| format!("{{\"{field}\":{v}}}")));
+        }
+        for (outer, fields) in nested {
+            for field in fields {
+                texts.extend(samples.iter().map(|v| format!("{{\"{outer}\":{{\"{field}\":{v}}}}}")));
+            }
+        }
+        let mut read = 0;
+        for text in &texts {
+            if let Some(expected) = serde(text).filter(|r| *r != RawRecord::default()) {
+                assert_eq!(parse(text), Some(expected), "{text}");
+                read += 1;
+            }
+        }
+        assert!(read >= 30, "only {read} samples had a typed value");
+    }
+
+    /// The eight-at-a-time scan stops where a byte-by-byte one would.
+    #[test]
+    fn strings_end_at_the_first_special_byte() {
+        for len in 0..24 {
+            for at in 0..len {
+                for special in ['"', '\\', '\t', '\u{1}', '\u{1f}'] {
+                    let mut body: Vec<char> = "abcdéfghijklmnopqrstuvwxyz".chars().take(len).collect();
+                    body[at] = special;
+                    let body: String = body.into_iter().collect();
+                    let text = format!("\"{body}\"");
+                    let mut c = super::Cursor { text: &text, b: text.as_bytes(), at: 0 };
+                    let expected = (special == '"').then(|| &body[..body.char_indices().nth(at).map_or(0, |(i, _)| i)]);
+                    assert_eq!(c.str(), expected, "{text:?}");
+                }
+            }
+            let body: String = "abcdéfghijklmnopqrstuvwxyz".chars().take(len).collect();
+            let text = format!("\"{body}\"");
+            let mut c = super::Cursor { text: &text, b: text.as_bytes(), at: 0 };
+            assert_eq!(c.str(), Some(body.as_str()));
+            assert_eq!(c.at, text.len());
+        }
+    }
+
+    #[test]
+    fn leaves_the_rest_to_serde() {
+        for text in [
+            r#"{"event_id":"a\"b"}"#,
+            r#"{"bytes":1.5}"#,
+            r#"{"bytes":1e3}"#,
+            r#"{"bytes":01}"#,
+            r#"{"bytes":99999999999999999999}"#,
+            r#"{"event_id":"a","event_id":"b"}"#,
+            r#"{"event_id":null,"event_id":"b"}"#,
+            r#"{"event_id":"a"} x"#,
+            r#"{"event_id":"a",}"#,
+            r#"{"extra":[1,{"x":2.5}]}"#,
+            "[1]",
+        ] {
+            assert_eq!(parse(text), None, "{text}");
+        }
+        assert!(parse(r#" { "extra" : [1, {"x": [true, null]}], "event_id" : "e" } "#).is_some());
+    }
+
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "\"[a-z:/ \\\\\"\t.-]{0,6}\"",
+            "-?[0-9]{1,3}(\\.[0-9])?",
+            Just("99999999999999999999".to_owned()),
+            Just("true".to_owned()),
+            Just("null".to_owned()),
+            Just("[\"a\", \"b\"]".to_owned()),
+            Just("[1, null]".to_owned()),
+            Just("{\"method\":\"x509_svid\",\"verified\":true}".to_owned()),
+            Just("{\"id\":\"c\",\"scopes\":[\"s\"],\"ttl_s\":60}".to_owned()),
+            Just("{\"a\":\"b\",\"a\":\"c\"}".to_owned()),
+        ]
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            proptest::sample::select(struct_fields::<RawRecord>()),
+            Just("extra".to_owned()),
+            Just("method".to_owned()),
+            Just("ttl_s".to_owned()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        #[test]
+        fn accepts_nothing_serde_reads_otherwise(
+            fields in proptest::collection::vec((key(), value()), 0..6),
+            space in "[ \t\n]{0,2}",
+        ) {
+            let body: Vec<String> = fields.iter().map(|(k, v)| format!("{space}\"{k}\"{space}:{space}{v}")).collect();
+            agrees(&format!("{{{}}}{space}", body.join(",")))?;
+        }
+
+        #[test]
+        fn a_garbled_record_is_never_read_differently(cut in 0usize..400, byte in any::<u8>()) {
+            let lines = demo_lines();
+            let mut bytes = lines[cut % lines.len()].clone().into_bytes();
+            let at = cut % bytes.len();
+            bytes[at] = byte;
+            if let Ok(text) = std::str::from_utf8(&bytes) {
+                agrees(text)?;
+            }
+        }
+    }
+}
