@@ -1134,15 +1134,8 @@ fn fold_agent(agent: &mut AgentState, event: &ActivityEvent, depth: u32, decisio
 /// What makes two calls "the same call" for repeat detection.
 pub fn call_signature(event: &ActivityEvent) -> u64 {
     let parts = [Some(event.kind.as_str()), event.tool.as_deref(), event.target.as_deref(), event.operation.as_deref()]
-        .map(|part| part.unwrap_or("").as_bytes());
-    crate::digest::xxh3_64_of(parts.iter().map(|p| p.len() + 1).sum(), |buf| {
-        let mut at = 0;
-        for part in parts {
-            buf[at..at + part.len()].copy_from_slice(part);
-            buf[at + part.len()] = 0;
-            at += part.len() + 1;
-        }
-    })
+        .map(|part| part.unwrap_or(""));
+    crate::digest::xxh3_64_terminated(&parts, 0)
 }
 
 #[cfg(test)]

@@ -124,15 +124,7 @@ pub struct ControlCommand {
 
 /// A deterministic id: a prefix and 128 bits of a stable hash of `parts`.
 pub fn stable_id(prefix: &str, parts: &[&str]) -> String {
-    let len = parts.iter().map(|p| p.len() + 1).sum();
-    let digest = crate::digest::xxh3_128_of(len, |buf| {
-        let mut at = 0;
-        for part in parts {
-            buf[at..at + part.len()].copy_from_slice(part.as_bytes());
-            buf[at + part.len()] = 0xff;
-            at += part.len() + 1;
-        }
-    });
+    let digest = crate::digest::xxh3_128_terminated(parts, 0xff);
     let mut hex = [0u8; 32];
     hex::encode_to_slice(digest.to_be_bytes(), &mut hex).unwrap_or_default();
     let mut id = String::with_capacity(prefix.len() + 33);
