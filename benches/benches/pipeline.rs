@@ -12,19 +12,12 @@ use std::rc::Rc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use vigil::event::{ActivityEvent, Input};
-use vigil::pipeline::{Outputs, Pipeline};
+use vigil::pipeline::Outputs;
 use vigil::rules::{Evaluation, RuleHost, RulesetSource};
 use vigil::source::Record;
-use vigil::state::{Context, StateConfig};
+use vigil::state::Context;
 // The benches' crate also brings the binary's allocator (mimalloc).
-use vigil_benches::{demo_records, pass};
-
-fn pipeline(rules: RulesetSource) -> Pipeline {
-    match RuleHost::compile(rules) {
-        Ok(host) => Pipeline::new(host, StateConfig::default()),
-        Err(e) => unreachable!("the ruleset compiles: {e}"),
-    }
-}
+use vigil_benches::{demo_records, pass, pipeline};
 
 /// Every activity event with the state the rules saw before it, so rule
 /// evaluation can be timed on its own.

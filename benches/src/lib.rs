@@ -75,14 +75,18 @@ pub fn demo_records() -> Vec<Record> {
     generate(&spec).into_iter().map(|line| Record { payload: line.into_bytes(), ..Record::default() }).collect()
 }
 
+/// A pipeline on `rules` with the default state settings.
+pub fn pipeline(rules: RulesetSource) -> Pipeline {
+    match RuleHost::compile(rules) {
+        Ok(host) => Pipeline::new(host, StateConfig::default()),
+        Err(e) => unreachable!("the ruleset compiles: {e}"),
+    }
+}
+
 /// Runs every record through a fresh pipeline on `rules` and encodes every
 /// decision and alert as the JSON sink would. Returns the records run.
 pub fn pass(records: &[Record], rules: &RulesetSource, buf: &mut Vec<u8>) -> usize {
-    let host = match RuleHost::compile(rules.clone()) {
-        Ok(host) => host,
-        Err(e) => unreachable!("the ruleset compiles: {e}"),
-    };
-    let mut p = Pipeline::new(host, StateConfig::default());
+    let mut p = pipeline(rules.clone());
     let mut out = Outputs::default();
     for record in records {
         out.clear();

@@ -22,7 +22,7 @@ const MAX_KEYS: usize = 32;
 
 /// The record in `text`, if it is in the subset this reader takes.
 pub(super) fn parse(text: &str) -> Option<RawRecord> {
-    let mut c = Cursor { text, b: text.as_bytes(), at: 0 };
+    let mut c = Cursor { text, at: 0 };
     let mut r = RawRecord::default();
     c.object(|c, key| {
         match key {
@@ -52,7 +52,7 @@ pub(super) fn parse(text: &str) -> Option<RawRecord> {
         }
     })?;
     c.ws();
-    (c.at == c.b.len()).then_some(r)
+    (c.at == c.text.len()).then_some(r)
 }
 
 fn identity(c: &mut Cursor) -> Option<RawIdentity> {
@@ -102,7 +102,6 @@ fn approval(c: &mut Cursor) -> Option<RawApproval> {
 
 struct Cursor<'a> {
     text: &'a str,
-    b: &'a [u8],
     at: usize,
 }
 
@@ -118,8 +117,12 @@ fn specials(word: u64) -> u64 {
 }
 
 impl<'a> Cursor<'a> {
+    fn b(&self) -> &'a [u8] {
+        self.text.as_bytes()
+    }
+
     fn peek(&self) -> Option<u8> {
-        self.b.get(self.at).copied()
+        self.b().get(self.at).copied()
     }
 
     fn ws(&mut self) {
@@ -136,7 +139,7 @@ impl<'a> Cursor<'a> {
 
     fn literal(&mut self, word: &[u8]) -> Option<()> {
         self.ws();
-        self.b[self.at..].starts_with(word).then(|| self.at += word.len())
+        self.b()[self.at..].starts_with(word).then(|| self.at += word.len())
     }
 
     /// Reads one optional field's value into `slot`; `null` is `None`.
@@ -146,6 +149,26 @@ impl<'a> Cursor<'a> {
         }
         *slot = Some(read(self)?);
         Some(())
+    }
+
+    /// Walks the comma-separated items up to `close`, the opening byte
+    /// already taken, letting `item` read each one.
+    fn items(&mut self, close: u8, mut item: impl FnMut(&mut Cursor<'a>) -> Option<()>) -> Option<()> {
+        if self.eat(close).is_some() {
+            return Some(());
+        }
+        loop {
+            item(self)?;
+            self.ws();
+            match self.peek()? {
+                b',' => self.at += 1,
+                b if b == close => {
+                    self.at += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
     }
 
     /// Walks an object, handing each key to `field`, which reads its value.
@@ -158,12 +181,8 @@ impl<'a> Cursor<'a> {
         let mut seen = 0;
         // One bit per key's length: only keys of a length seen before are compared.
         let mut lengths = 0u64;
-        if self.eat(b'}').is_some() {
-            return Some(());
-        }
-        loop {
-            self.ws();
-            let key = self.str()?;
+        self.items(b'}', |c| {
+            let key = c.str()?;
             let bit = 1u64 << (key.len() % 64);
             if seen == MAX_KEYS || (lengths & bit != 0 && keys[..seen].contains(&key)) {
                 return None;
@@ -171,18 +190,9 @@ impl<'a> Cursor<'a> {
             lengths |= bit;
             keys[seen] = key;
             seen += 1;
-            self.eat(b':')?;
-            field(self, key)?;
-            self.ws();
-            match self.peek()? {
-                b',' => self.at += 1,
-                b'}' => {
-                    self.at += 1;
-                    return Some(());
-                }
-                _ => return None,
-            }
-        }
+            c.eat(b':')?;
+            field(c, key)
+        })
     }
 
     /// A string without escapes or control characters, borrowed.
@@ -191,7 +201,7 @@ impl<'a> Cursor<'a> {
         let start = self.at;
         let mut end = start;
         // Eight bytes at a time, then the tail one by one.
-        while let Some(chunk) = self.b.get(end..end + 8) {
+        while let Some(chunk) = self.b().get(end..end + 8) {
             let mut word = [0u8; 8];
             word.copy_from_slice(chunk);
             let flags = specials(u64::from_le_bytes(word));
@@ -201,10 +211,10 @@ impl<'a> Cursor<'a> {
             }
             end += 8;
         }
-        while self.b.get(end).is_some_and(|b| !matches!(b, b'"' | b'\\' | 0..=0x1f)) {
+        while self.b().get(end).is_some_and(|b| !matches!(b, b'"' | b'\\' | 0..=0x1f)) {
             end += 1;
         }
-        if self.b.get(end) != Some(&b'"') {
+        if self.b().get(end) != Some(&b'"') {
             return None;
         }
         self.at = end + 1;
@@ -237,7 +247,7 @@ impl<'a> Cursor<'a> {
         while self.peek().is_some_and(|b| b.is_ascii_digit()) {
             self.at += 1;
         }
-        let digits = &self.b[start..self.at];
+        let digits = &self.b()[start..self.at];
         if digits.is_empty() || (digits.len() > 1 && digits[0] == b'0') || matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
             return None;
         }
@@ -253,45 +263,24 @@ impl<'a> Cursor<'a> {
     fn strings(&mut self) -> Option<Vec<String>> {
         self.eat(b'[')?;
         let mut items = Vec::new();
-        if self.eat(b']').is_some() {
-            return Some(items);
-        }
-        loop {
-            items.push(self.string()?);
-            self.ws();
-            match self.peek()? {
-                b',' => self.at += 1,
-                b']' => {
-                    self.at += 1;
-                    return Some(items);
-                }
-                _ => return None,
-            }
-        }
+        self.items(b']', |c| {
+            items.push(c.string()?);
+            Some(())
+        })?;
+        Some(items)
     }
 
     /// A map of strings; a key given twice keeps its last value, as serde does.
     fn string_map(&mut self) -> Option<BTreeMap<String, String>> {
         self.eat(b'{')?;
         let mut map = BTreeMap::new();
-        if self.eat(b'}').is_some() {
-            return Some(map);
-        }
-        loop {
-            self.ws();
-            let key = self.string()?;
-            self.eat(b':')?;
-            map.insert(key, self.string()?);
-            self.ws();
-            match self.peek()? {
-                b',' => self.at += 1,
-                b'}' => {
-                    self.at += 1;
-                    return Some(map);
-                }
-                _ => return None,
-            }
-        }
+        self.items(b'}', |c| {
+            let key = c.string()?;
+            c.eat(b':')?;
+            map.insert(key, c.string()?);
+            Some(())
+        })?;
+        Some(map)
     }
 
     /// Steps over a value of a field this reader does not know, checking
@@ -306,21 +295,7 @@ impl<'a> Cursor<'a> {
             b'{' => self.object(|c, _| c.skip(depth + 1)),
             b'[' => {
                 self.at += 1;
-                if self.eat(b']').is_some() {
-                    return Some(());
-                }
-                loop {
-                    self.skip(depth + 1)?;
-                    self.ws();
-                    match self.peek()? {
-                        b',' => self.at += 1,
-                        b']' => {
-                            self.at += 1;
-                            return Some(());
-                        }
-                        _ => return None,
-                    }
-                }
+                self.items(b']', |c| c.skip(depth + 1))
             }
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
@@ -411,14 +386,14 @@ mod tests {
                     body[at] = special;
                     let body: String = body.into_iter().collect();
                     let text = format!("\"{body}\"");
-                    let mut c = super::Cursor { text: &text, b: text.as_bytes(), at: 0 };
+                    let mut c = super::Cursor { text: &text, at: 0 };
                     let expected = (special == '"').then(|| &body[..body.char_indices().nth(at).map_or(0, |(i, _)| i)]);
                     assert_eq!(c.str(), expected, "{text:?}");
                 }
             }
             let body: String = "abcdéfghijklmnopqrstuvwxyz".chars().take(len).collect();
             let text = format!("\"{body}\"");
-            let mut c = super::Cursor { text: &text, b: text.as_bytes(), at: 0 };
+            let mut c = super::Cursor { text: &text, at: 0 };
             assert_eq!(c.str(), Some(body.as_str()));
             assert_eq!(c.at, text.len());
         }
