@@ -124,15 +124,22 @@ impl Drop for OwnBroker {
     }
 }
 
-/// One workload line, with where to make its event id and agent id unique
-/// per pass over the workload.
+/// One workload line, with where to make it unique per pass over the
+/// workload. Every id in a line derives from its agent's name (workload id,
+/// task, credential, event and parent ids), so each pass renames the agent
+/// everywhere: a pass is new agents on new tasks, as benign as the first.
+/// Renaming only the agent and event ids once left later passes acting on
+/// tasks that had ended and credentials another agent held, so nearly every
+/// event of them was a step-up or a revocation with an alert.
 #[derive(Clone)]
 struct Template {
     line: String,
-    /// Byte offsets just before the closing quotes of the two values.
-    event_end: usize,
     agent_start: usize,
     agent_end: usize,
+    /// Byte offsets where something is inserted, in order: after each
+    /// occurrence of the agent's name (`true`), and just before the
+    /// closing quote of the event id (`false`).
+    marks: Vec<(usize, bool)>,
 }
 
 fn value_span(line: &str, field: &str) -> Option<(usize, usize)> {
@@ -146,7 +153,11 @@ impl Template {
     fn new(line: String) -> Option<Template> {
         let (_, event_end) = value_span(&line, "event_id")?;
         let (agent_start, agent_end) = value_span(&line, "agent_id")?;
-        Some(Template { line, event_end, agent_start, agent_end })
+        let agent = &line[agent_start..agent_end];
+        let mut marks: Vec<(usize, bool)> = line.match_indices(agent).map(|(at, _)| (at + agent.len(), true)).collect();
+        marks.push((event_end, false));
+        marks.sort();
+        Some(Template { agent_start, agent_end, marks, line })
     }
 
     /// The line for pass `cycle`, its event id stamped with the send time.
@@ -157,14 +168,12 @@ impl Template {
         key.push_str(&self.line[self.agent_start..self.agent_end]);
         let _ = write!(key, ".{cycle}");
         let mut at = 0;
-        let mut marks = [(self.event_end, true), (self.agent_end, false)];
-        marks.sort();
-        for (pos, is_event) in marks {
+        for &(pos, name) in &self.marks {
             out.push_str(&self.line[at..pos]);
-            if is_event {
-                let _ = write!(out, "~{cycle}~{sent_us}");
-            } else {
+            if name {
                 let _ = write!(out, ".{cycle}");
+            } else {
+                let _ = write!(out, "~{cycle}~{sent_us}");
             }
             at = pos;
         }
@@ -265,6 +274,9 @@ struct Outcome {
     max_ms: f64,
     outputs: u64,
     expected: u64,
+    /// What the engine produced besides decisions (warm-up included).
+    alerts: u64,
+    commands: u64,
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -377,7 +389,9 @@ fn scenario(args: &Args, brokers: &str, delivery: Delivery, pass_through: bool, 
     }
     let send_time = generator.join().map_err(|_| "generator panicked")??;
     shutdown.store(true, Ordering::Relaxed);
-    engine.join().map_err(|_| "engine panicked")??;
+    let reports = engine.join().map_err(|_| "engine panicked")??;
+    let alerts = reports.iter().map(|r| r.stats.alerts).sum();
+    let commands = reports.iter().map(|r| r.stats.commands.values().sum::<u64>()).sum();
     delete_topics(brokers, &config.topics);
 
     let span = seen.last.map_or(f64::NAN, |last| last.duration_since(started).as_secs_f64());
@@ -391,6 +405,8 @@ fn scenario(args: &Args, brokers: &str, delivery: Delivery, pass_through: bool, 
         p99_ms: percentile(&seen.latencies_us, 0.99),
         max_ms: seen.latencies_us.last().map_or(f64::NAN, |v| *v as f64 / 1000.0),
         outputs: seen.timed,
+        alerts,
+        commands,
         expected: total,
     })
 }
@@ -449,12 +465,12 @@ fn main() -> Result<(), Failure> {
         }
     }
     println!(
-        "{:<14} {:<13} {:>10} {:>12} {:>9} {:>9} {:>9} {:>10}",
-        "delivery", "work", "offered/s", "sustained/s", "p50 ms", "p99 ms", "max ms", "outputs"
+        "{:<14} {:<13} {:>10} {:>12} {:>9} {:>9} {:>9} {:>10} {:>8} {:>8}",
+        "delivery", "work", "offered/s", "sustained/s", "p50 ms", "p99 ms", "max ms", "outputs", "alerts", "commands"
     );
     for o in &outcomes {
         println!(
-            "{:<14} {:<13} {:>10.0} {:>12.0} {:>9.1} {:>9.1} {:>9.1} {:>10}",
+            "{:<14} {:<13} {:>10.0} {:>12.0} {:>9.1} {:>9.1} {:>9.1} {:>10} {:>8} {:>8}",
             o.delivery.as_str(),
             o.work,
             o.offered,
@@ -462,7 +478,9 @@ fn main() -> Result<(), Failure> {
             o.p50_ms,
             o.p99_ms,
             o.max_ms,
-            if o.outputs == o.expected { o.outputs.to_string() } else { format!("{}/{}", o.outputs, o.expected) }
+            if o.outputs == o.expected { o.outputs.to_string() } else { format!("{}/{}", o.outputs, o.expected) },
+            o.alerts,
+            o.commands,
         );
     }
     for &delivery in &args.deliveries {
