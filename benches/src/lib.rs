@@ -93,7 +93,7 @@ pub fn pass(records: &[Record], rules: &RulesetSource, buf: &mut Vec<u8>) -> usi
         p.process(record, &mut out);
         buf.clear();
         for d in &out.decisions {
-            let _ = serde_json::to_writer(&mut *buf, d);
+            d.write_json(buf);
         }
         for a in &out.alerts {
             buf.extend_from_slice(a.as_bytes());

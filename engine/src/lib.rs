@@ -23,6 +23,7 @@ pub mod control;
 pub mod decide;
 pub mod decode;
 mod digest;
+mod json;
 pub mod event;
 pub mod http;
 pub mod kafka;

@@ -129,6 +129,8 @@ pub struct Pipeline {
     avro: Option<AvroDecoder>,
     /// Whether this worker speaks for signal subjects it holds no state for.
     owns_unknown: bool,
+    /// Whether non-allow decisions come with their OCSF alert.
+    alerts: bool,
     eval: Evaluation,
     /// Where the enforcing ruleset's evaluation time goes, if anywhere.
     rule_eval_seconds: Option<std::sync::Arc<crate::metrics::Histogram>>,
@@ -150,6 +152,7 @@ impl Pipeline {
             mode: Mode::Enforce,
             avro: None,
             owns_unknown: true,
+            alerts: true,
             eval: Evaluation::default(),
             rule_eval_seconds: None,
             shadow: None,
@@ -272,6 +275,14 @@ impl Pipeline {
         self
     }
 
+    /// Builds no OCSF alerts, for a consumer of decisions that never reads
+    /// them (a replay). Nothing else changes: an alert is made from the
+    /// decision and the event after both are final.
+    pub fn without_alerts(mut self) -> Pipeline {
+        self.alerts = false;
+        self
+    }
+
     /// Whether this pipeline speaks for agents and credentials no one holds
     /// state for (see [`decide::signal`]).
     pub fn set_owns_unknown(&mut self, owns: bool) {
@@ -318,11 +329,21 @@ impl Pipeline {
 
     /// Decides one decoded input and folds it into the state.
     pub fn step(&mut self, input: Input, out: &mut Outputs) {
-        self.expire_deadlines(input.time(), out);
         match input {
-            Input::Activity(event) => self.activity(Rc::new(*event), out),
-            Input::Signal(signal) => self.signal(&signal, out),
+            Input::Activity(event) => self.step_event(Rc::new(*event), out),
+            Input::Signal(signal) => {
+                self.expire_deadlines(signal.time, out);
+                self.signal(&signal, out);
+            }
         }
+    }
+
+    /// [`Pipeline::step`] for an activity event already shared, so that
+    /// pipelines deciding the same events (a replay's two rulesets) need
+    /// not each have a copy.
+    pub fn step_event(&mut self, event: Rc<ActivityEvent>, out: &mut Outputs) {
+        self.expire_deadlines(event.time, out);
+        self.activity(event, out);
     }
 
     fn expire_deadlines(&mut self, now: crate::event::Timestamp, out: &mut Outputs) {
@@ -370,7 +391,7 @@ impl Pipeline {
         drop(ctx);
         self.state.apply(&event, depth, &outcome.decision, &outcome.commands);
         let rules = &self.rules;
-        if let Some(alert) = ocsf::finding(&outcome.decision, &event, |id| rules.metas().find(|m| m.id == id)) {
+        if let Some(alert) = self.alerts.then(|| ocsf::finding(&outcome.decision, &event, |id| rules.metas().find(|m| m.id == id))).flatten() {
             // Only strings and numbers: writing it cannot fail.
             out.alerts.push(serde_json::to_string(&alert).unwrap_or_default());
         }

@@ -11,6 +11,7 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::mpsc::Receiver;
 
 use vigil::decode::DecodeError;
@@ -54,9 +55,10 @@ fn write_error(path: &std::path::Path) -> impl Fn(std::io::Error) -> ReplayError
 
 /// Runs until the channel closes; returns what it counted.
 pub fn run(spec: WorkerSpec, jobs: Receiver<Vec<Job>>) -> Result<Tally, ReplayError> {
-    let mut candidate = Pipeline::new(RuleHost::compile(spec.candidate)?, spec.state.clone());
+    // A replay compares decisions and commands; it never reads alerts.
+    let mut candidate = Pipeline::new(RuleHost::compile(spec.candidate)?, spec.state.clone()).without_alerts();
     let mut baseline = match spec.baseline {
-        Some(rules) => Some(Pipeline::new(RuleHost::compile(rules)?, spec.state)),
+        Some(rules) => Some(Pipeline::new(RuleHost::compile(rules)?, spec.state).without_alerts()),
         None => None,
     };
     let file = File::create(&spec.diff_part).map_err(write_error(&spec.diff_part))?;
@@ -81,12 +83,18 @@ pub fn run(spec: WorkerSpec, jobs: Receiver<Vec<Job>>) -> Result<Tally, ReplayEr
                         tally.events += u64::from(is_event);
                         tally.signals += u64::from(!is_event);
                     }
-                    match baseline.as_mut() {
-                        Some(pipeline) => {
+                    match (baseline.as_mut(), input) {
+                        // Both rulesets decide the one decoded event.
+                        (Some(pipeline), Input::Activity(event)) => {
+                            let event = Rc::new(*event);
+                            candidate.step_event(Rc::clone(&event), &mut after);
+                            pipeline.step_event(event, &mut before);
+                        }
+                        (Some(pipeline), input) => {
                             candidate.step(input.clone(), &mut after);
                             pipeline.step(input, &mut before);
                         }
-                        None => candidate.step(input, &mut after),
+                        (None, input) => candidate.step(input, &mut after),
                     }
                 }
                 Err(error) if job.counted => {

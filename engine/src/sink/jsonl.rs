@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::{dead_letter_json, Sink, SinkError};
 use crate::pipeline::Outputs;
 use crate::source::Origin;
+use crate::verdict::Decision;
 
 #[derive(Debug)]
 pub struct JsonlSink {
@@ -19,6 +20,8 @@ pub struct JsonlSink {
     dlq: BufWriter<File>,
     /// `shadow.jsonl`, created when the first shadow decision arrives.
     shadow: Option<BufWriter<File>>,
+    /// One decision's JSON, before it is written.
+    buf: Vec<u8>,
 }
 
 pub const FILES: [&str; 4] = ["decisions.jsonl", "alerts.jsonl", "control.jsonl", "dlq.jsonl"];
@@ -45,6 +48,7 @@ impl JsonlSink {
             control: open(FILES[2])?,
             dlq: open(FILES[3])?,
             shadow: None,
+            buf: Vec::with_capacity(1024),
         })
     }
 
@@ -55,12 +59,19 @@ fn line<T: Serialize>(w: &mut BufWriter<File>, value: &T) -> Result<(), std::io:
     w.write_all(b"\n")
 }
 
+fn decision_line(w: &mut BufWriter<File>, buf: &mut Vec<u8>, decision: &Decision) -> Result<(), std::io::Error> {
+    buf.clear();
+    decision.write_json(buf);
+    buf.push(b'\n');
+    w.write_all(buf)
+}
+
 impl Sink for JsonlSink {
     fn write(&mut self, out: &Outputs, _: &Origin) -> Result<(), SinkError> {
-        let path = self.dir.display().to_string();
-        let io = |error| SinkError::Io { path: path.clone(), error };
+        let dir = &self.dir;
+        let io = |error| SinkError::Io { path: dir.display().to_string(), error };
         for d in &out.decisions {
-            line(&mut self.decisions, d).map_err(io)?;
+            decision_line(&mut self.decisions, &mut self.buf, d).map_err(io)?;
         }
         for a in &out.alerts {
             self.alerts.write_all(a.as_bytes()).and_then(|()| self.alerts.write_all(b"\n")).map_err(io)?;
@@ -79,7 +90,7 @@ impl Sink for JsonlSink {
             }
             if let Some(w) = self.shadow.as_mut() {
                 for d in &out.shadow_decisions {
-                    line(w, d).map_err(io)?;
+                    decision_line(w, &mut self.buf, d).map_err(io)?;
                 }
             }
         }

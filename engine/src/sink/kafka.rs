@@ -120,7 +120,11 @@ impl KafkaSink {
                 let bytes = avro.decision(decision).map_err(|e| SinkError::Encode(e.to_string()))?;
                 self.send_bytes(topic_of(self), &decision.agent_id, &bytes)
             }
-            None => self.send_json(topic_of, &decision.agent_id, decision),
+            None => {
+                self.buf.clear();
+                decision.write_json(&mut self.buf);
+                self.send_bytes(topic_of(self), &decision.agent_id, &self.buf)
+            }
         }
     }
 
