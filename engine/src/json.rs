@@ -18,10 +18,11 @@ fn specials(word: u64) -> u64 {
     zero(word ^ (ONES * u64::from(b'"'))) | zero(word ^ (ONES * u64::from(b'\\'))) | (word.wrapping_sub(ONES * 0x20) & !word & HIGHS)
 }
 
-/// How many bytes at the start of `bytes` stand in a JSON string as they
-/// are: all of them up to the first `"`, `\` or control character.
-pub(crate) fn plain_prefix(bytes: &[u8]) -> usize {
-    let mut end = 0;
+/// Where the run of bytes from `from` that stand in a JSON string as they
+/// are ends: at the first `"`, `\` or control character, or the end.
+#[inline]
+pub(crate) fn plain_end(bytes: &[u8], from: usize) -> usize {
+    let mut end = from;
     while let Some(chunk) = bytes.get(end..end + 8) {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
@@ -39,7 +40,7 @@ pub(crate) fn plain_prefix(bytes: &[u8]) -> usize {
 
 /// Writes `text` as a JSON string, with the same bytes as serde_json.
 pub(crate) fn write_str(out: &mut Vec<u8>, text: &str) {
-    if plain_prefix(text.as_bytes()) == text.len() {
+    if plain_end(text.as_bytes(), 0) == text.len() {
         out.reserve(text.len() + 2);
         out.push(b'"');
         out.extend_from_slice(text.as_bytes());
@@ -79,17 +80,20 @@ mod tests {
 
     /// The eight-at-a-time scan stops where a byte-by-byte one would.
     #[test]
-    fn the_plain_prefix_ends_at_the_first_special_byte() {
+    fn the_plain_run_ends_at_the_first_special_byte() {
         let byte_by_byte = |b: &[u8]| b.iter().position(|b| matches!(b, b'"' | b'\\' | 0..=0x1f)).unwrap_or(b.len());
         for len in 0..24 {
             let plain: String = "abcdéfghijklmnopqrstuvwxyz".chars().take(len).collect();
-            assert_eq!(plain_prefix(plain.as_bytes()), plain.len());
+            assert_eq!(plain_end(plain.as_bytes(), 0), plain.len());
             for at in 0..len {
                 for special in ['"', '\\', '\t', '\u{1}', '\u{1f}'] {
                     let mut body: Vec<char> = plain.chars().collect();
                     body[at] = special;
                     let body: String = body.into_iter().collect();
-                    assert_eq!(plain_prefix(body.as_bytes()), byte_by_byte(body.as_bytes()), "{body:?}");
+                    let bytes = body.as_bytes();
+                    assert_eq!(plain_end(bytes, 0), byte_by_byte(bytes), "{body:?}");
+                    let from = (at + 1).min(bytes.len());
+                    assert_eq!(plain_end(bytes, from), from + byte_by_byte(&bytes[from..]), "{body:?} from {from}");
                 }
             }
         }

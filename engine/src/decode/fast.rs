@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 
 use super::raw::{RawApproval, RawCredential, RawIdentity, RawRecord, RawScope};
-use crate::json::plain_prefix;
+use crate::json::plain_end;
 
 /// How deep an ignored value may nest before the record goes to serde_json.
 const MAX_SKIP_DEPTH: u32 = 16;
@@ -189,7 +189,7 @@ impl<'a> Cursor<'a> {
     fn str(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.at;
-        let end = start + plain_prefix(&self.b()[start..]);
+        let end = plain_end(self.b(), start);
         if self.b().get(end) != Some(&b'"') {
             return None;
         }
