@@ -248,6 +248,39 @@ mod tests {
         RuleHost::compile(RulesetSource::from_texts(Path::new("rules"), None, texts)?)
     }
 
+    /// On the whole demo (every scenario, thousands of events), outcomes
+    /// answered from the memo are the scripts' own: a pipeline whose rules
+    /// always run their scripts decides every event the same.
+    #[test]
+    fn the_memo_changes_no_decision_on_the_demo() {
+        use crate::pipeline::{Outputs, Pipeline};
+        use crate::source::Record;
+        let Ok(source) = RulesetSource::shipped() else { unreachable!("the shipped rules load") };
+        let (Ok(remembering), Ok(mut scripted)) = (RuleHost::compile(source.clone()), RuleHost::compile(source)) else {
+            unreachable!("the shipped rules compile")
+        };
+        for rule in &mut scripted.rules {
+            rule.memo = Memo::new(false);
+        }
+        let mut remembering = Pipeline::new(remembering, StateConfig::default());
+        let mut scripted = Pipeline::new(scripted, StateConfig::default());
+        let (mut a, mut b) = (Outputs::default(), Outputs::default());
+        let lines = crate::workload::generate(&crate::workload::WorkloadSpec::default());
+        for line in &lines {
+            let record = Record { payload: line.clone().into_bytes(), ..Record::default() };
+            a.clear();
+            b.clear();
+            remembering.process(&record, &mut a);
+            scripted.process(&record, &mut b);
+            assert_eq!(a.decisions, b.decisions, "{line}");
+            assert_eq!(a.commands, b.commands, "{line}");
+        }
+        let answered: u64 = remembering.rules().rules.iter().map(|r| r.memo.answered).sum();
+        let asked = lines.len() as u64 * remembering.rules().rules.len() as u64;
+        assert!(answered > asked / 4, "the memo answered only {answered} of about {asked} evaluations");
+        assert_eq!(scripted.rules().rules.iter().map(|r| r.memo.answered).sum::<u64>(), 0);
+    }
+
     fn run(host: &mut RuleHost) -> Evaluation {
         let text = r#"{"event_id":"e1","time":"2026-11-28T10:00:00Z","agent_id":"a1","workload_id":"spiffe://acme.org/a1",
             "kind":"tool_call","tool":"sql.query","target":"crm/customers","data_class":"pii"}"#;

@@ -6,6 +6,10 @@
 //! outcomes. Replaying the reads natively down that tree gives the outcome
 //! the script would give, at the cost of a few hash lookups.
 //!
+//! Each read node also remembers the edge it last left by: most reads
+//! give the same value event after event (a kind, a flag, a scope check),
+//! and comparing with that edge's value first skips hashing the value.
+//!
 //! The tree is bounded: past [`MAX_NODES`] it is dropped and regrown, and a
 //! rule whose reads rarely repeat (a byte count that differs on every event)
 //! stops using it. Either way the outcome is the script's.
@@ -32,10 +36,13 @@ pub(crate) enum Outcome {
 
 #[derive(Debug)]
 enum Node {
-    /// The script's next read here.
-    Read { getter: Getter, arg: Option<Box<str>> },
+    /// The script's next read here, and the edge last taken from here
+    /// (an index into `Memo::edges`, [`NO_EDGE`] before the first).
+    Read { getter: Getter, arg: Option<Box<str>>, hot: u32 },
     Done(Outcome),
 }
+
+const NO_EDGE: u32 = u32::MAX;
 
 /// Keys are already well-mixed digests.
 #[derive(Debug, Default)]
@@ -68,11 +75,15 @@ struct Edge {
 #[derive(Debug)]
 pub(crate) struct Memo {
     nodes: Vec<Node>,
-    /// Keyed by a digest of (node, value); a digest collision is a miss.
-    edges: HashMap<u64, Edge, BuildHasherDefault<DigestHasher>>,
+    edges: Vec<Edge>,
+    /// Edges by a digest of (node, value); a digest collision is a miss.
+    index: HashMap<u64, u32, BuildHasherDefault<DigestHasher>>,
     enabled: bool,
     lookups: u32,
     hits: u32,
+    /// Events answered from the tree since the memo was made.
+    #[cfg(test)]
+    pub(crate) answered: u64,
 }
 
 fn edge_key(node: u32, value_digest: u64) -> u64 {
@@ -81,7 +92,16 @@ fn edge_key(node: u32, value_digest: u64) -> u64 {
 
 impl Memo {
     pub(crate) fn new(enabled: bool) -> Memo {
-        Memo { nodes: Vec::new(), edges: HashMap::default(), enabled, lookups: 0, hits: 0 }
+        Memo {
+            nodes: Vec::new(),
+            edges: Vec::new(),
+            index: HashMap::default(),
+            enabled,
+            lookups: 0,
+            hits: 0,
+            #[cfg(test)]
+            answered: 0,
+        }
     }
 
     /// The outcome of the script on the event in `frame`, if its reads have
@@ -101,20 +121,35 @@ impl Memo {
         self.lookups += 1;
         let mut at = 0u32;
         loop {
-            match self.nodes.get(at as usize)? {
-                Node::Done(outcome) => {
-                    self.hits += 1;
-                    return Some(outcome);
-                }
-                Node::Read { getter, arg } => {
-                    let value = frame.read(*getter, arg.as_deref().unwrap_or(""));
-                    let edge = self.edges.get(&edge_key(at, value.digest()))?;
+            let (getter, arg, hot) = match self.nodes.get(at as usize)? {
+                Node::Done(_) => break,
+                Node::Read { getter, arg, hot } => (*getter, arg.as_deref(), *hot),
+            };
+            let value = frame.read(getter, arg.unwrap_or(""));
+            let taken = match self.edges.get(hot as usize) {
+                Some(edge) if edge.value.as_value() == value => hot,
+                _ => {
+                    let found = *self.index.get(&edge_key(at, value.digest()))?;
+                    let edge = self.edges.get(found as usize)?;
                     if edge.from != at || edge.value.as_value() != value {
                         return None;
                     }
-                    at = edge.to;
+                    if let Some(Node::Read { hot, .. }) = self.nodes.get_mut(at as usize) {
+                        *hot = found;
+                    }
+                    found
                 }
-            }
+            };
+            at = self.edges.get(taken as usize)?.to;
+        }
+        self.hits += 1;
+        #[cfg(test)]
+        {
+            self.answered += 1;
+        }
+        match self.nodes.get(at as usize)? {
+            Node::Done(outcome) => Some(outcome),
+            Node::Read { .. } => None,
         }
     }
 
@@ -126,9 +161,10 @@ impl Memo {
         if self.nodes.len() + trace.len() + 1 > MAX_NODES {
             self.nodes.clear();
             self.edges.clear();
+            self.index.clear();
         }
         let node = |i: usize| match trace.get(i) {
-            Some(read) => Node::Read { getter: read.getter, arg: read.arg.as_deref().map(Into::into) },
+            Some(read) => Node::Read { getter: read.getter, arg: read.arg.as_deref().map(Into::into), hot: NO_EDGE },
             None => Node::Done(outcome.clone()),
         };
         if self.nodes.is_empty() {
@@ -137,19 +173,20 @@ impl Memo {
         let mut at = 0u32;
         for (i, read) in trace.iter().enumerate() {
             match self.nodes.get(at as usize) {
-                Some(Node::Read { getter, arg }) if *getter == read.getter && arg.as_deref() == read.arg.as_deref() => {}
+                Some(Node::Read { getter, arg, .. }) if *getter == read.getter && arg.as_deref() == read.arg.as_deref() => {}
                 // A script that read differently from the same values is not
                 // deterministic after all; stop trusting the tree.
                 _ => return self.stop(),
             }
             let key = edge_key(at, read.value.as_value().digest());
-            match self.edges.get(&key) {
+            match self.index.get(&key).and_then(|&e| self.edges.get(e as usize)) {
                 Some(edge) if edge.from == at && edge.value == read.value => at = edge.to,
                 Some(_) => return,
                 None => {
                     let to = self.nodes.len() as u32;
                     self.nodes.push(node(i + 1));
-                    self.edges.insert(key, Edge { from: at, value: read.value.clone(), to });
+                    self.index.insert(key, self.edges.len() as u32);
+                    self.edges.push(Edge { from: at, value: read.value.clone(), to });
                     at = to;
                 }
             }
@@ -163,6 +200,7 @@ impl Memo {
     fn stop(&mut self) {
         self.enabled = false;
         self.nodes = Vec::new();
-        self.edges = HashMap::default();
+        self.edges = Vec::new();
+        self.index = HashMap::default();
     }
 }
