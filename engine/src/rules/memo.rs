@@ -126,21 +126,21 @@ impl Memo {
                 Node::Read { getter, arg, hot } => (*getter, arg.as_deref(), *hot),
             };
             let value = frame.read(getter, arg.unwrap_or(""));
-            let taken = match self.edges.get(hot as usize) {
-                Some(edge) if edge.value.as_value() == value => hot,
+            at = match self.edges.get(hot as usize) {
+                Some(edge) if edge.value.as_value() == value => edge.to,
                 _ => {
                     let found = *self.index.get(&edge_key(at, value.digest()))?;
                     let edge = self.edges.get(found as usize)?;
                     if edge.from != at || edge.value.as_value() != value {
                         return None;
                     }
+                    let to = edge.to;
                     if let Some(Node::Read { hot, .. }) = self.nodes.get_mut(at as usize) {
                         *hot = found;
                     }
-                    found
+                    to
                 }
             };
-            at = self.edges.get(taken as usize)?.to;
         }
         self.hits += 1;
         #[cfg(test)]
