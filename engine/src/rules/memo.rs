@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
-use super::view::{mix, Frame, Getter, Owned, Read};
+use super::view::{mix, Frame, Getter, Read, Value};
 
 /// Nodes one rule's tree may hold before it is dropped.
 const MAX_NODES: usize = 1 << 14;
@@ -68,8 +68,70 @@ impl Hasher for DigestHasher {
 #[derive(Debug)]
 struct Edge {
     from: u32,
-    value: Owned,
+    value: Key,
     to: u32,
+}
+
+/// A value as an edge keeps it: plain owned data, a short string inline,
+/// so comparing it with the value just read touches no other memory.
+#[derive(Debug)]
+enum Key {
+    Bool(bool),
+    Int(i64),
+    /// A string of at most [`SHORT`] bytes, zero-padded.
+    Short(u8, [u8; SHORT]),
+    Str(Box<str>),
+    Strs(Box<[String]>),
+    Fail(Box<str>),
+}
+
+/// Most values a rule reads (a tool, a kind, a data class) fit here.
+const SHORT: usize = 16;
+
+impl Key {
+    fn of(value: &Value) -> Key {
+        match value {
+            Value::Bool(b) => Key::Bool(*b),
+            Value::Int(i) => Key::Int(*i),
+            Value::Str(s) if s.len() <= SHORT => {
+                let mut bytes = [0u8; SHORT];
+                bytes[..s.len()].copy_from_slice(s.as_bytes());
+                Key::Short(s.len() as u8, bytes)
+            }
+            Value::Str(s) => Key::Str((*s).into()),
+            Value::Strs(items) => Key::Strs((*items).into()),
+            Value::Fail(message) => Key::Fail(message.as_str().into()),
+        }
+    }
+
+    fn is(&self, value: &Value) -> bool {
+        match (self, value) {
+            (Key::Bool(a), Value::Bool(b)) => a == b,
+            (Key::Int(a), Value::Int(b)) => a == b,
+            (Key::Short(len, bytes), Value::Str(b)) => usize::from(*len) == b.len() && same_short(bytes, b.as_bytes()),
+            (Key::Str(a), Value::Str(b)) => **a == **b,
+            (Key::Strs(a), Value::Strs(b)) => **a == **b,
+            (Key::Fail(a), Value::Fail(b)) => **a == **b,
+            _ => false,
+        }
+    }
+}
+
+/// Whether `b` (at most [`SHORT`] bytes) equals the start of `a`, in two
+/// overlapping word loads per side instead of a call to `memcmp`.
+fn same_short(a: &[u8; SHORT], b: &[u8]) -> bool {
+    fn word(s: &[u8], at: usize) -> u64 {
+        s.get(at..at + 8).and_then(|w| w.try_into().ok()).map_or(0, u64::from_le_bytes)
+    }
+    fn half(s: &[u8], at: usize) -> u32 {
+        s.get(at..at + 4).and_then(|w| w.try_into().ok()).map_or(0, u32::from_le_bytes)
+    }
+    let n = b.len();
+    match n {
+        8..=SHORT => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        _ => a.get(..n) == Some(b),
+    }
 }
 
 #[derive(Debug)]
@@ -127,11 +189,11 @@ impl Memo {
             };
             let value = frame.read(getter, arg.unwrap_or(""));
             at = match self.edges.get(hot as usize) {
-                Some(edge) if edge.value.as_value() == value => edge.to,
+                Some(edge) if edge.value.is(&value) => edge.to,
                 _ => {
                     let found = *self.index.get(&edge_key(at, value.digest()))?;
                     let edge = self.edges.get(found as usize)?;
-                    if edge.from != at || edge.value.as_value() != value {
+                    if edge.from != at || !edge.value.is(&value) {
                         return None;
                     }
                     let to = edge.to;
@@ -178,15 +240,16 @@ impl Memo {
                 // deterministic after all; stop trusting the tree.
                 _ => return self.stop(),
             }
-            let key = edge_key(at, read.value.as_value().digest());
+            let value = read.value.as_value();
+            let key = edge_key(at, value.digest());
             match self.index.get(&key).and_then(|&e| self.edges.get(e as usize)) {
-                Some(edge) if edge.from == at && edge.value == read.value => at = edge.to,
+                Some(edge) if edge.from == at && edge.value.is(&value) => at = edge.to,
                 Some(_) => return,
                 None => {
                     let to = self.nodes.len() as u32;
                     self.nodes.push(node(i + 1));
                     self.index.insert(key, self.edges.len() as u32);
-                    self.edges.push(Edge { from: at, value: read.value.clone(), to });
+                    self.edges.push(Edge { from: at, value: Key::of(&value), to });
                     at = to;
                 }
             }
@@ -202,5 +265,21 @@ impl Memo {
         self.nodes = Vec::new();
         self.edges = Vec::new();
         self.index = HashMap::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// A kept string matches exactly the strings equal to it, whether
+        /// it is kept inline or boxed, at every length around the words.
+        #[test]
+        fn a_kept_string_matches_only_its_equal(a in "[ab]{0,20}", b in "[ab]{0,20}") {
+            proptest::prop_assert_eq!(Key::of(&Value::Str(&a)).is(&Value::Str(&b)), a == b);
+            proptest::prop_assert!(Key::of(&Value::Str(&a)).is(&Value::Str(&a)));
+            proptest::prop_assert!(!Key::of(&Value::Str(&a)).is(&Value::Int(a.len() as i64)));
+        }
     }
 }
