@@ -25,13 +25,77 @@ impl Tally {
     }
 }
 
+/// The exact sum of a series' buckets, wide enough never to saturate, so
+/// buckets can leave it by subtraction. Clamped on the way out, it equals
+/// the saturating sum of the same buckets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Total {
+    actions: u64,
+    step_ups: u64,
+    denials: u64,
+    bytes: u128,
+    egress: u128,
+}
+
+impl Total {
+    fn add(&mut self, t: &Tally) {
+        self.actions += u64::from(t.actions);
+        self.step_ups += u64::from(t.step_ups);
+        self.denials += u64::from(t.denials);
+        self.bytes += u128::from(t.bytes);
+        self.egress += u128::from(t.egress);
+    }
+
+    fn sub(&mut self, t: &Tally) {
+        self.actions -= u64::from(t.actions);
+        self.step_ups -= u64::from(t.step_ups);
+        self.denials -= u64::from(t.denials);
+        self.bytes -= u128::from(t.bytes);
+        self.egress -= u128::from(t.egress);
+    }
+
+    fn clamped(&self) -> Tally {
+        Tally {
+            actions: self.actions.min(u64::from(u32::MAX)) as u32,
+            step_ups: self.step_ups.min(u64::from(u32::MAX)) as u32,
+            denials: self.denials.min(u64::from(u32::MAX)) as u32,
+            bytes: self.bytes.min(u128::from(u64::MAX)) as u64,
+            egress: self.egress.min(u128::from(u64::MAX)) as u64,
+        }
+    }
+}
+
 /// `N` buckets of `width_ms` each; the newest bucket holds index `head`.
+///
+/// The series keeps the total of its buckets as they change, so a sum
+/// subtracts the few buckets outside the asked window (none, when the
+/// window ends at the newest bucket) instead of adding up all `N`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Stored<N>")]
 pub struct Series<const N: usize> {
     width_ms: i64,
     head: i64,
     #[serde(with = "sparse")]
     buckets: [Tally; N],
+    #[serde(skip)]
+    total: Total,
+}
+
+/// A series as checkpoints keep it: the buckets; the total is rebuilt.
+#[derive(Deserialize)]
+struct Stored<const N: usize> {
+    width_ms: i64,
+    head: i64,
+    #[serde(with = "sparse")]
+    buckets: [Tally; N],
+}
+
+impl<const N: usize> From<Stored<N>> for Series<N> {
+    fn from(stored: Stored<N>) -> Self {
+        let mut total = Total::default();
+        stored.buckets.iter().for_each(|b| total.add(b));
+        Series { width_ms: stored.width_ms, head: stored.head, buckets: stored.buckets, total }
+    }
 }
 
 /// Buckets as a checkpoint and the changelog keep them: only the ones that
@@ -87,11 +151,15 @@ mod sparse {
 
 impl<const N: usize> Series<N> {
     pub fn new(width_ms: i64) -> Self {
-        Series { width_ms, head: i64::MIN, buckets: [Tally::default(); N] }
+        Series { width_ms, head: i64::MIN, buckets: [Tally::default(); N], total: Total::default() }
     }
 
     fn index(&self, t: Timestamp) -> i64 {
         t.millis().div_euclid(self.width_ms)
+    }
+
+    fn slot(i: i64) -> usize {
+        i.rem_euclid(N as i64) as usize
     }
 
     /// Adds `tally` at time `t`. A time older than the whole window is dropped.
@@ -99,34 +167,39 @@ impl<const N: usize> Series<N> {
         let idx = self.index(t);
         if self.head == i64::MIN || idx - self.head >= N as i64 {
             self.buckets = [Tally::default(); N];
+            self.total = Total::default();
             self.head = idx;
         } else if idx > self.head {
             for i in self.head + 1..=idx {
-                self.buckets[i.rem_euclid(N as i64) as usize] = Tally::default();
+                let bucket = &mut self.buckets[Self::slot(i)];
+                self.total.sub(bucket);
+                *bucket = Tally::default();
             }
             self.head = idx;
         } else if self.head - idx >= N as i64 {
             return;
         }
-        self.buckets[idx.rem_euclid(N as i64) as usize].add(tally);
+        let bucket = &mut self.buckets[Self::slot(idx)];
+        self.total.sub(bucket);
+        bucket.add(tally);
+        self.total.add(bucket);
     }
 
-    /// The sum of the buckets that cover `(now - N * width, now]`.
+    /// The sum of the buckets that cover `(now - N * width, now]`: the
+    /// total, less the buckets it holds outside that window.
     pub fn sum(&self, now: Timestamp) -> Tally {
         let now_idx = self.index(now);
-        let mut total = Tally::default();
-        if self.head == i64::MIN {
-            return total;
+        let n = N as i64;
+        // The buckets held cover (head - N, head].
+        if self.head == i64::MIN || now_idx - self.head >= n || self.head - now_idx >= n {
+            return Tally::default();
         }
-        let newest = self.head.min(now_idx);
-        let oldest = (now_idx - N as i64 + 1).max(self.head - N as i64 + 1);
-        // One division for the first slot, then walk the ring.
-        let mut slot = oldest.rem_euclid(N as i64) as usize;
-        for _ in oldest..=newest {
-            total.add(&self.buckets[slot]);
-            slot = if slot + 1 == N { 0 } else { slot + 1 };
+        let outside = if now_idx >= self.head { self.head - n + 1..=now_idx - n } else { now_idx + 1..=self.head };
+        let mut total = self.total;
+        for i in outside {
+            total.sub(&self.buckets[Self::slot(i)]);
         }
-        total
+        total.clamped()
     }
 }
 
@@ -238,6 +311,43 @@ mod tests {
         twelve.add(Timestamp(11_000), &one());
         let twelve = postcard::to_allocvec(&twelve).unwrap_or_default();
         assert!(postcard::from_bytes::<Series<6>>(&twelve).is_err());
+    }
+
+    /// The sum a series gave before it kept a total: every bucket in the
+    /// window added up, saturating.
+    fn summed<const N: usize>(w: &Series<N>, now: Timestamp) -> Tally {
+        let mut total = Tally::default();
+        let now_idx = w.index(now);
+        if w.head == i64::MIN {
+            return total;
+        }
+        let oldest = (now_idx - N as i64 + 1).max(w.head - N as i64 + 1);
+        for i in oldest..=w.head.min(now_idx) {
+            total.add(&w.buckets[Series::<N>::slot(i)]);
+        }
+        total
+    }
+
+    proptest::proptest! {
+        /// Whatever the order and size of the events, and wherever the
+        /// window ends (before, at or after the newest bucket), the kept
+        /// total gives the sum of the buckets, saturation included, and
+        /// survives a checkpoint.
+        #[test]
+        fn the_kept_total_is_the_sum_of_the_buckets(
+            adds in proptest::collection::vec((0i64..200, 0u32..3, proptest::prop_oneof![0u64..5000, proptest::strategy::Just(u64::MAX - 7)]), 1..60),
+            asks in proptest::collection::vec(-30i64..260, 1..8),
+        ) {
+            let mut w = Series::<6>::new(10_000);
+            for (secs, actions, bytes) in adds {
+                w.add(at(secs), &Tally { actions, bytes, egress: bytes / 2, ..Tally::default() });
+                for &ask in &asks {
+                    proptest::prop_assert_eq!(w.sum(at(ask)), summed(&w, at(ask)));
+                }
+            }
+            let bytes = postcard::to_allocvec(&w).unwrap_or_default();
+            proptest::prop_assert_eq!(postcard::from_bytes::<Series<6>>(&bytes).ok(), Some(w));
+        }
     }
 
     #[test]
