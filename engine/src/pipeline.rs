@@ -283,6 +283,13 @@ impl Pipeline {
         self
     }
 
+    /// Keeps no set of changed state, for a pipeline whose state is never
+    /// checkpointed or written to a changelog (a replay).
+    pub fn without_changes(mut self) -> Pipeline {
+        self.state = std::mem::take(&mut self.state).without_changes();
+        self
+    }
+
     /// Whether this pipeline speaks for agents and credentials no one holds
     /// state for (see [`decide::signal`]).
     pub fn set_owns_unknown(&mut self, owns: bool) {

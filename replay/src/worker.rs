@@ -55,10 +55,11 @@ fn write_error(path: &std::path::Path) -> impl Fn(std::io::Error) -> ReplayError
 
 /// Runs until the channel closes; returns what it counted.
 pub fn run(spec: WorkerSpec, jobs: Receiver<Vec<Job>>) -> Result<Tally, ReplayError> {
-    // A replay compares decisions and commands; it never reads alerts.
-    let mut candidate = Pipeline::new(RuleHost::compile(spec.candidate)?, spec.state.clone()).without_alerts();
+    // A replay compares decisions and commands; it never reads alerts, and
+    // its state is never checkpointed.
+    let mut candidate = Pipeline::new(RuleHost::compile(spec.candidate)?, spec.state.clone()).without_alerts().without_changes();
     let mut baseline = match spec.baseline {
-        Some(rules) => Some(Pipeline::new(RuleHost::compile(rules)?, spec.state).without_alerts()),
+        Some(rules) => Some(Pipeline::new(RuleHost::compile(rules)?, spec.state).without_alerts().without_changes()),
         None => None,
     };
     let file = File::create(&spec.diff_part).map_err(write_error(&spec.diff_part))?;
