@@ -17,17 +17,51 @@ fn is_valid(id: &str) -> bool {
         return false;
     }
     let bytes = rest.as_bytes();
-    let domain = bytes.iter().position(|b| *b == b'/').unwrap_or(bytes.len());
-    if domain == 0 || !bytes[..domain].iter().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-')) {
-        return false;
+    let domain = bytes.iter().take_while(|&&b| CLASS[usize::from(b)] & DOMAIN != 0).count();
+    match bytes.get(domain) {
+        _ if domain == 0 => false,
+        None => true,
+        Some(b'/') => path_is_valid(&bytes[domain + 1..]),
+        Some(_) => false,
     }
-    if domain == bytes.len() {
-        return true;
+}
+
+/// Segments separated by `/`, none empty, `.` or `..`, each of letters,
+/// digits, `.`, `_` and `-`.
+fn path_is_valid(path: &[u8]) -> bool {
+    let mut start = 0;
+    for (i, &b) in path.iter().enumerate() {
+        if b == b'/' {
+            if !segment_is_valid(&path[start..i]) {
+                return false;
+            }
+            start = i + 1;
+        } else if CLASS[usize::from(b)] & PATH == 0 {
+            return false;
+        }
     }
-    bytes[domain + 1..].split(|b| *b == b'/').all(|segment| {
-        !matches!(segment, b"" | b"." | b"..")
-            && segment.iter().all(|b| matches!(b, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
-    })
+    segment_is_valid(&path[start..])
+}
+
+fn segment_is_valid(segment: &[u8]) -> bool {
+    !matches!(segment, b"" | b"." | b"..")
+}
+
+/// Which bytes a trust domain ([`DOMAIN`]) and a path segment ([`PATH`]) may hold.
+static CLASS: [u8; 256] = classes();
+const DOMAIN: u8 = 1;
+const PATH: u8 = 2;
+
+const fn classes() -> [u8; 256] {
+    let mut table = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        let common = matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-');
+        table[i] = if common { DOMAIN | PATH } else if b.is_ascii_uppercase() { PATH } else { 0 };
+        i += 1;
+    }
+    table
 }
 
 /// Which rule `id` breaks, for the error message.
