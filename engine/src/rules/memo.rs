@@ -110,6 +110,7 @@ impl Key {
         }
     }
 
+    #[inline(always)]
     fn is(&self, value: &Value) -> bool {
         match (self, value) {
             (Key::Bool(a), Value::Bool(b)) => a == b,

@@ -296,6 +296,7 @@ impl Frame {
     }
 
     /// What `getter` (with `arg`, for methods) reads on the current event.
+    #[inline(always)]
     pub(crate) fn read<'a>(&'a self, getter: Getter, arg: &'a str) -> Value<'a> {
         use Getter::*;
         use Value::{Bool, Int, Str, Strs};
