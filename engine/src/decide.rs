@@ -160,7 +160,6 @@ pub fn activity(
             }
         };
         let live = || state.live_credentials(&event.tenant, &event.agent_id, event.task_id.as_deref(), now);
-        let top = top_reason(&decision);
         match verdict {
             Verdict::Revoke => {
                 let mut ids = live();
@@ -170,11 +169,11 @@ pub fn activity(
                     }
                 }
                 let kind = if ids.is_empty() { CommandKind::RevokeAgent } else { CommandKind::RevokeCredentials };
-                commands.push(command(kind, ids, top, None));
+                commands.push(command(kind, ids, top_reason(&decision), None));
             }
             Verdict::StepUp if pending.is_none() => {
                 let expires = now.plus_secs(state.config.step_up_ttl_s as i64);
-                commands.push(command(CommandKind::StepUp, Vec::new(), top, Some(expires)));
+                commands.push(command(CommandKind::StepUp, Vec::new(), top_reason(&decision), Some(expires)));
             }
             _ => {}
         }
