@@ -8,20 +8,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-need_apt=()
-for pkg in cmake pkg-config g++ libcurl4-openssl-dev libssl-dev zlib1g-dev; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
-done
-if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "installing ${need_apt[*]}" >&2
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
-fi
-if ! command -v cargo >/dev/null; then
-  echo "cargo is missing: install Rust (https://rustup.rs) first" >&2
-  exit 2
-fi
-
+scripts/deps.sh
 scripts/kafka.sh fetch
 # --sasl: a SASL_PLAINTEXT listener too, for the authentication tests.
 eval "$(scripts/kafka.sh start --sasl)"
