@@ -47,6 +47,7 @@ pub(crate) enum Getter {
     AgentCount,
     AgentBytes,
     AgentEgress,
+    AgentEgressOver,
     AgentStepUps,
     AgentDenials,
     AgentIsNewTarget,
@@ -73,6 +74,7 @@ pub(crate) enum Getter {
     TaskAllowsScope,
     TaskEgressBytes,
     TaskEgressBudget,
+    TaskOverBudget,
     TaskActions,
     TaskAgeS,
     TaskSecsSinceEnd,
@@ -100,6 +102,7 @@ impl Getter {
             AgentCount => "agent.count",
             AgentBytes => "agent.bytes",
             AgentEgress => "agent.egress",
+            AgentEgressOver => "agent.egress_over",
             AgentStepUps => "agent.step_ups",
             AgentDenials => "agent.denials",
             AgentIsNewTarget => "agent.is_new_target",
@@ -125,6 +128,7 @@ impl Getter {
             TaskAllowsScope => "task.allows_scope",
             TaskEgressBytes => "task.egress_bytes",
             TaskEgressBudget => "task.egress_budget",
+            TaskOverBudget => "task.over_budget",
             TaskActions => "task.actions",
             TaskAgeS => "task.age_s",
             TaskSecsSinceEnd => "task.secs_since_end",
@@ -335,6 +339,13 @@ impl Frame {
             AgentCount => self.tally(a, arg, |t| i64::from(t.actions)),
             AgentBytes => self.tally(a, arg, |t| clamp(t.bytes)),
             AgentEgress => self.tally(a, arg, |t| clamp(t.egress)),
+            AgentEgressOver => match arg.split_once(',').and_then(|(w, n)| Some((w, n.parse::<i64>().ok()?))) {
+                Some((window, limit)) => match self.tally(a, window, |t| clamp(t.egress)) {
+                    Int(sent) => Bool(sent.saturating_add(clamp(e.bytes)) > limit),
+                    failed => failed,
+                },
+                None => Value::Fail(format!("`{arg}` is not a window and a byte count")),
+            },
             AgentStepUps => self.tally(a, arg, |t| i64::from(t.step_ups)),
             AgentDenials => self.tally(a, arg, |t| i64::from(t.denials)),
             AgentIsNewTarget => Bool(!a.targets.contains(arg)),
@@ -370,6 +381,10 @@ impl Frame {
             })),
             TaskEgressBytes => Int(t.map_or(0, |t| clamp(t.egress_bytes))),
             TaskEgressBudget => Int(scope.and_then(|s| s.egress_budget_bytes).map_or(-1, clamp)),
+            TaskOverBudget => Bool(match (t, scope.and_then(|s| s.egress_budget_bytes)) {
+                (Some(t), Some(budget)) => t.egress_bytes.saturating_add(e.bytes) > budget,
+                _ => false,
+            }),
             TaskActions => Int(t.map_or(0, |t| t.actions as i64)),
             TaskAgeS => Int(t.and_then(|t| t.started_at).map_or(-1, |s| secs(now.secs_since(s)))),
             TaskSecsSinceEnd => Int(t.and_then(|t| t.ended_at).map_or(-1, |e| secs(now.secs_since(e)))),
@@ -500,6 +515,11 @@ pub fn register(engine: &mut Engine) {
         "is_new_tool" => AgentIsNewTool,
         "is_new_destination" => AgentIsNewDestination,
     );
+    // A limit is an argument of the read like its window, so the memo
+    // keys on both: "1m,2500000".
+    engine.register_fn("egress_over", |v: &mut AgentView, window: ImmutableString, limit: i64| {
+        get(&v.0, AgentEgressOver, Some(format!("{window},{limit}").into()))
+    });
     getters!(AgentView,
         "distinct_targets" => AgentDistinctTargets,
         "distinct_tools" => AgentDistinctTools,
@@ -522,6 +542,7 @@ pub fn register(engine: &mut Engine) {
         "is_over" => TaskIsOver,
         "egress_bytes" => TaskEgressBytes,
         "egress_budget" => TaskEgressBudget,
+        "over_budget" => TaskOverBudget,
         "actions" => TaskActions,
         "age_s" => TaskAgeS,
         "secs_since_end" => TaskSecsSinceEnd,
