@@ -124,9 +124,8 @@ pub fn activity(
     let rule_score = eval.reasons.iter().map(|r| r.score).sum::<u32>().min(100);
     let verdict = verdict_for(rule_score, config).max(floor);
     let score = rule_score.max(threshold_of(verdict, config));
-    let id = decision_id(event);
     let decision = Decision {
-        decision_id: id.clone(),
+        decision_id: decision_id(event),
         event_id: event.event_id.clone(),
         time: now.to_rfc3339(),
         tenant: event.tenant.clone(),
@@ -143,10 +142,11 @@ pub fn activity(
 
     let mut commands = Vec::new();
     if mode == Mode::Enforce {
+        let id = &decision.decision_id;
         let command = |kind: CommandKind, credential_ids: Vec<String>, reason: String, expires_at: Option<Timestamp>| {
             let n = kind.as_str();
             ControlCommand {
-                command_id: stable_id("c", &[&id, n]),
+                command_id: stable_id("c", &[id, n]),
                 issued_at: now.to_rfc3339(),
                 command: kind,
                 tenant: event.tenant.clone(),
@@ -182,7 +182,7 @@ pub fn activity(
             let ids = live();
             if !ids.is_empty() {
                 let mut revoke = command(CommandKind::RevokeCredentials, ids, "task ended".into(), None);
-                revoke.command_id = stable_id("c", &[&id, "task_ended"]);
+                revoke.command_id = stable_id("c", &[id, "task_ended"]);
                 commands.push(revoke);
             }
         }

@@ -177,7 +177,7 @@ impl AvroDecoder {
     /// Decodes one wire-format record into its raw fields. The caller has
     /// checked the magic byte; a record that is only a header, or has bytes
     /// left over after the datum, is refused.
-    pub fn decode(&self, bytes: &[u8]) -> Result<RawRecord, DecodeError> {
+    pub fn decode(&self, bytes: &[u8]) -> Result<RawRecord<'static>, DecodeError> {
         if bytes.len() < HEADER_LEN {
             return Err(DecodeError::Avro(format!(
                 "record is {} bytes, shorter than the {HEADER_LEN}-byte wire-format header",
@@ -287,8 +287,8 @@ pub fn decode_value(value: Value) -> Result<Input, DecodeError> {
         .validate()
 }
 
-fn raw_fields(value: Value) -> Result<RawRecord, apache_avro::Error> {
-    apache_avro::from_value::<RawRecord>(&optional_fields(value))
+fn raw_fields(value: Value) -> Result<RawRecord<'static>, apache_avro::Error> {
+    apache_avro::from_value::<RawRecord<'static>>(&optional_fields(value))
 }
 
 /// The datum being decoded, remembering whether the decoder asked for bytes

@@ -11,6 +11,7 @@
 //! whatever this reader accepts, serde_json accepts with the same value;
 //! the tests hold it to that.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use super::raw::{RawApproval, RawCredential, RawIdentity, RawRecord, RawScope};
@@ -22,24 +23,24 @@ const MAX_SKIP_DEPTH: u32 = 16;
 const MAX_KEYS: usize = 32;
 
 /// The record in `text`, if it is in the subset this reader takes.
-pub(super) fn parse(text: &str) -> Option<RawRecord> {
+pub(super) fn parse(text: &str) -> Option<RawRecord<'_>> {
     let mut c = Cursor { text, at: 0 };
     let mut r = RawRecord::default();
     c.object(|c, key| {
         match key {
             "event_id" => c.put(&mut r.event_id, Cursor::string),
             "signal_id" => c.put(&mut r.signal_id, Cursor::string),
-            "time" => c.put(&mut r.time, Cursor::string),
+            "time" => c.put(&mut r.time, Cursor::borrowed),
             "tenant" => c.put(&mut r.tenant, Cursor::string),
             "agent_id" => c.put(&mut r.agent_id, Cursor::string),
             "workload_id" => c.put(&mut r.workload_id, Cursor::string),
             "identity" => c.put(&mut r.identity, identity),
             "task_id" => c.put(&mut r.task_id, Cursor::string),
-            "kind" => c.put(&mut r.kind, Cursor::string),
+            "kind" => c.put(&mut r.kind, Cursor::borrowed),
             "tool" => c.put(&mut r.tool, Cursor::string),
             "target" => c.put(&mut r.target, Cursor::string),
             "operation" => c.put(&mut r.operation, Cursor::string),
-            "data_class" => c.put(&mut r.data_class, Cursor::string),
+            "data_class" => c.put(&mut r.data_class, Cursor::borrowed),
             "bytes" => c.put(&mut r.bytes, Cursor::int),
             "parent_event_id" => c.put(&mut r.parent_event_id, Cursor::string),
             "trust_boundary" => c.put(&mut r.trust_boundary, Cursor::string),
@@ -47,7 +48,7 @@ pub(super) fn parse(text: &str) -> Option<RawRecord> {
             "credential" => c.put(&mut r.credential, credential),
             "approval" => c.put(&mut r.approval, approval),
             "attributes" => c.put(&mut r.attributes, Cursor::string_map),
-            "severity" => c.put(&mut r.severity, Cursor::string),
+            "severity" => c.put(&mut r.severity, Cursor::borrowed),
             "credential_id" => c.put(&mut r.credential_id, Cursor::string),
             _ => c.skip(0),
         }
@@ -56,10 +57,10 @@ pub(super) fn parse(text: &str) -> Option<RawRecord> {
     (c.at == c.text.len()).then_some(r)
 }
 
-fn identity(c: &mut Cursor) -> Option<RawIdentity> {
+fn identity<'a>(c: &mut Cursor<'a>) -> Option<RawIdentity<'a>> {
     let mut r = RawIdentity::default();
     c.object(|c, key| match key {
-        "method" => c.put(&mut r.method, Cursor::string),
+        "method" => c.put(&mut r.method, Cursor::borrowed),
         "verified" => c.put(&mut r.verified, Cursor::bool),
         _ => c.skip(0),
     })?;
@@ -201,6 +202,10 @@ impl<'a> Cursor<'a> {
 
     fn string(&mut self) -> Option<String> {
         self.str().map(str::to_owned)
+    }
+
+    fn borrowed(&mut self) -> Option<Cow<'a, str>> {
+        self.str().map(Cow::Borrowed)
     }
 
     fn bool(&mut self) -> Option<bool> {

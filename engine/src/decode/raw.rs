@@ -2,6 +2,7 @@
 //! deserialize into [`RawRecord`]; [`RawRecord::validate`] is the one place
 //! that decides what a valid event or signal is.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -13,22 +14,27 @@ use crate::event::{
 };
 
 /// Every field an activity event or a signal may carry, all optional.
+///
+/// The fields that are only parsed, never kept (the time, the names of enum
+/// values), are `Cow`s: the JSON reader in [`super::fast`] borrows them from
+/// the record's text, so reading them allocates nothing. serde gives them
+/// owned, as it gives every other field.
 #[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(default)]
-pub struct RawRecord {
+pub struct RawRecord<'a> {
     pub event_id: Option<String>,
     pub signal_id: Option<String>,
-    pub time: Option<String>,
+    pub time: Option<Cow<'a, str>>,
     pub tenant: Option<String>,
     pub agent_id: Option<String>,
     pub workload_id: Option<String>,
-    pub identity: Option<RawIdentity>,
+    pub identity: Option<RawIdentity<'a>>,
     pub task_id: Option<String>,
-    pub kind: Option<String>,
+    pub kind: Option<Cow<'a, str>>,
     pub tool: Option<String>,
     pub target: Option<String>,
     pub operation: Option<String>,
-    pub data_class: Option<String>,
+    pub data_class: Option<Cow<'a, str>>,
     pub bytes: Option<i64>,
     pub parent_event_id: Option<String>,
     pub trust_boundary: Option<String>,
@@ -36,14 +42,14 @@ pub struct RawRecord {
     pub credential: Option<RawCredential>,
     pub approval: Option<RawApproval>,
     pub attributes: Option<BTreeMap<String, String>>,
-    pub severity: Option<String>,
+    pub severity: Option<Cow<'a, str>>,
     pub credential_id: Option<String>,
 }
 
 #[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(default)]
-pub struct RawIdentity {
-    pub method: Option<String>,
+pub struct RawIdentity<'a> {
+    pub method: Option<Cow<'a, str>>,
     pub verified: Option<bool>,
 }
 
@@ -73,15 +79,15 @@ pub struct RawApproval {
     pub approver: Option<String>,
 }
 
-fn required(value: Option<String>, field: &'static str) -> Result<String, DecodeError> {
+fn required<S: AsRef<str>>(value: Option<S>, field: &'static str) -> Result<S, DecodeError> {
     match value {
-        Some(v) if !v.is_empty() => Ok(v),
+        Some(v) if !v.as_ref().is_empty() => Ok(v),
         Some(_) => Err(DecodeError::invalid(field, "must not be empty")),
         None => Err(DecodeError::Missing(field)),
     }
 }
 
-fn time(value: Option<String>) -> Result<Timestamp, DecodeError> {
+fn time(value: Option<Cow<str>>) -> Result<Timestamp, DecodeError> {
     let text = required(value, "time")?;
     Timestamp::parse_rfc3339(&text)
         .ok_or_else(|| DecodeError::invalid("time", format!("`{text}` is not an RFC 3339 timestamp")))
@@ -105,7 +111,7 @@ fn workload(value: Option<String>) -> Result<String, DecodeError> {
     Ok(id)
 }
 
-impl RawRecord {
+impl RawRecord<'_> {
     /// A record with `signal_id` is a signal; anything else is an activity event.
     pub fn validate(self) -> Result<Input, DecodeError> {
         if self.signal_id.is_some() {
