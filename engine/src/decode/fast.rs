@@ -295,7 +295,7 @@ mod tests {
     use crate::decode::raw::{RawIdentity, RawRecord, RawScope};
     use crate::decode::shape::struct_fields;
 
-    fn serde(text: &str) -> Option<RawRecord> {
+    fn serde(text: &str) -> Option<RawRecord<'_>> {
         serde_json::from_str(text).ok()
     }
 
