@@ -46,7 +46,7 @@ pub fn fold_agents(state: &mut State, agents: std::ops::Range<usize>, events_per
         for i in agents.clone() {
             let event = event(i, start + n, if n == 0 { EventKind::TaskStarted } else { EventKind::DataAccess });
             let ctx = state.context(&event);
-            let depth = ctx.depth;
+            let (keys, depth) = (ctx.keys, ctx.depth);
             drop(ctx);
             let decision = Decision {
                 decision_id: String::new(),
@@ -63,7 +63,7 @@ pub fn fold_agents(state: &mut State, agents: std::ops::Range<usize>, events_per
                 ruleset: String::new(),
                 mode: Mode::Enforce,
             };
-            state.apply(&event, depth, &decision, &[]);
+            state.apply(&event, keys, depth, &decision, &[]);
         }
     }
 }

@@ -394,9 +394,9 @@ impl Pipeline {
             );
             out.shadow_decisions.push(candidate.decision);
         }
-        let depth = ctx.depth;
+        let (keys, depth) = (ctx.keys, ctx.depth);
         drop(ctx);
-        self.state.apply(&event, depth, &outcome.decision, &outcome.commands);
+        self.state.apply(&event, keys, depth, &outcome.decision, &outcome.commands);
         let rules = &self.rules;
         if let Some(alert) = self.alerts.then(|| ocsf::finding(&outcome.decision, &event, |id| rules.metas().find(|m| m.id == id))).flatten() {
             // Only strings and numbers: writing it cannot fail.

@@ -98,6 +98,25 @@ pub fn key(tenant: &str, id: &str) -> Key {
     })
 }
 
+/// The entries an activity event reads and folds into, hashed once: the
+/// context looks them up and the fold updates them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keys {
+    pub agent: Key,
+    pub task: Option<Key>,
+    pub credential: Option<Key>,
+}
+
+impl Keys {
+    pub fn of(event: &ActivityEvent) -> Keys {
+        Keys {
+            agent: key(&event.tenant, &event.agent_id),
+            task: event.task_id.as_deref().map(|id| key(&event.tenant, id)),
+            credential: event.credential.as_ref().map(|c| key(&event.tenant, &c.id)),
+        }
+    }
+}
+
 /// How long state is kept, in event time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -144,6 +163,8 @@ pub struct Context {
     pub depth: u32,
     /// Threat intel naming the event's target or workload.
     pub threat: Option<Threat>,
+    /// The entries read here, for [`State::apply`] to fold into.
+    pub keys: Keys,
 }
 
 /// A task that ran past its deadline, found by [`State::due_deadlines`].
@@ -507,7 +528,8 @@ impl State {
     /// when the sweep last ran.
     pub fn context(&mut self, event: &ActivityEvent) -> Context {
         let now = event.time;
-        let agent_key = key(&event.tenant, &event.agent_id);
+        let keys = Keys::of(event);
+        let agent_key = keys.agent;
         let fresh = match self.agents.get(&agent_key) {
             Some(agent) => State::agent_is_forgotten(&self.config, agent.last_seen, now),
             None => true,
@@ -521,14 +543,11 @@ impl State {
         let agent = self.agents.get(&agent_key).cloned().unwrap_or_else(|| {
             Rc::new(AgentState::new(&event.tenant, &event.agent_id, &event.workload_id, now))
         });
-        let task = event.task_id.as_deref().and_then(|id| {
-            let task = self.tasks.get(&key(&event.tenant, id))?;
+        let task = keys.task.and_then(|k| {
+            let task = self.tasks.get(&k)?;
             (!State::task_is_forgotten(&self.config, &task.head(), now)).then(|| task.clone())
         });
-        let credential = event
-            .credential
-            .as_ref()
-            .and_then(|c| self.credentials.get(&key(&event.tenant, &c.id)).cloned());
+        let credential = keys.credential.and_then(|k| self.credentials.get(&k).cloned());
         let threat = event
             .target
             .as_deref()
@@ -536,18 +555,19 @@ impl State {
             .or_else(|| self.threats.get(&event.workload_id))
             .cloned();
         let depth = agent.depth_after(event.parent_event_id.as_deref());
-        Context { now, agent, task, credential, depth, threat }
+        Context { now, agent, task, credential, depth, threat, keys }
     }
 
-    /// Folds an activity event, its decision and the commands it caused.
-    pub fn apply(&mut self, event: &ActivityEvent, depth: u32, decision: &Decision, commands: &[ControlCommand]) {
+    /// Folds an activity event, its decision and the commands it caused
+    /// into the entries at `keys` (the event's [`Context::keys`]).
+    pub fn apply(&mut self, event: &ActivityEvent, keys: Keys, depth: u32, decision: &Decision, commands: &[ControlCommand]) {
         let now = event.time;
         self.advance(now);
         let capacity = self.config.seen_capacity;
         let step_up_ttl = self.config.step_up_ttl_s as i64;
         let tenant = event.tenant.as_str();
 
-        let agent_key = key(tenant, &event.agent_id);
+        let agent_key = keys.agent;
         self.keep(Entry::Agent(agent_key));
         self.dirty.insert(Entry::Agent(agent_key));
         if self.agents.home(&agent_key) != Some(self.placing) {
@@ -572,14 +592,13 @@ impl State {
         }
         agent.pending_step_ups.retain(|p| p.expires_at > now);
 
-        if let Some(task_id) = event.task_id.as_deref() {
-            self.fold_task(event, task_id, depth);
+        if let (Some(task_id), Some(task_key)) = (event.task_id.as_deref(), keys.task) {
+            self.fold_task(event, task_id, task_key, depth);
         }
-        if event.kind == EventKind::CredentialIssued {
-            self.issue_credential(event);
+        if let (EventKind::CredentialIssued, Some(cred_key)) = (event.kind, keys.credential) {
+            self.issue_credential(event, cred_key, keys.task);
         }
-        if let Some(used) = &event.credential {
-            let cred_key = key(tenant, &used.id);
+        if let Some(cred_key) = keys.credential {
             self.keep(Entry::Credential(cred_key));
             if let Some(c) = self.credentials.get_mut(&cred_key) {
                 c.last_seen = now;
@@ -589,9 +608,8 @@ impl State {
         self.apply_commands(commands, now);
     }
 
-    fn fold_task(&mut self, event: &ActivityEvent, task_id: &str, depth: u32) {
+    fn fold_task(&mut self, event: &ActivityEvent, task_id: &str, task_key: Key, depth: u32) {
         let now = event.time;
-        let task_key = key(&event.tenant, task_id);
         self.keep(Entry::Task(task_key));
         self.dirty.insert(Entry::Task(task_key));
         let forgotten = self.tasks.head(&task_key).is_some_and(|t| State::task_is_forgotten(&self.config, &t, now));
@@ -636,9 +654,8 @@ impl State {
         }
     }
 
-    fn issue_credential(&mut self, event: &ActivityEvent) {
+    fn issue_credential(&mut self, event: &ActivityEvent, cred_key: Key, task_key: Option<Key>) {
         let Some(cred) = &event.credential else { return };
-        let cred_key = key(&event.tenant, &cred.id);
         self.keep(Entry::Credential(cred_key));
         self.dirty.insert(Entry::Credential(cred_key));
         self.credentials.insert(
@@ -657,8 +674,7 @@ impl State {
                 last_seen: event.time,
             }),
         );
-        if let Some(task_id) = event.task_id.as_deref() {
-            let task_key = key(&event.tenant, task_id);
+        if let Some(task_key) = task_key {
             self.keep(Entry::Task(task_key));
             if let Some(task) = self.tasks.get_mut(&task_key) {
                 if !task.credentials.contains(&cred.id) {
