@@ -54,17 +54,16 @@ impl DecodeError {
 
 /// Decodes one JSON record (an activity event or, if it has `signal_id`, a signal).
 pub fn decode_json(bytes: &[u8]) -> Result<Input, DecodeError> {
+    let malformed = |e: serde_json::Error| DecodeError::Json(e.to_string());
     // Checking UTF-8 once for the whole record is cheaper than per string;
     // invalid UTF-8 takes the byte path so its error reads as it always has.
-    let raw: RawRecord = match std::str::from_utf8(bytes) {
+    match std::str::from_utf8(bytes) {
         Ok(text) => match fast::parse(text) {
-            Some(raw) => Ok(raw),
-            None => serde_json::from_str(text),
+            Some(raw) => raw.validate(),
+            None => serde_json::from_str::<RawRecord>(text).map_err(malformed)?.validate(),
         },
-        Err(_) => serde_json::from_slice(bytes),
+        Err(_) => serde_json::from_slice::<RawRecord>(bytes).map_err(malformed)?.validate(),
     }
-    .map_err(|e| DecodeError::Json(e.to_string()))?;
-    raw.validate()
 }
 
 /// Decodes a record whose format is told by its first byte: JSON, or Avro in

@@ -337,7 +337,7 @@ impl Pipeline {
     /// Decides one decoded input and folds it into the state.
     pub fn step(&mut self, input: Input, out: &mut Outputs) {
         match input {
-            Input::Activity(event) => self.step_event(Rc::new(*event), out),
+            Input::Activity(event) => self.step_event(Rc::from(event), out),
             Input::Signal(signal) => {
                 self.expire_deadlines(signal.time, out);
                 self.signal(&signal, out);

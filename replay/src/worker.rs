@@ -87,7 +87,7 @@ pub fn run(spec: WorkerSpec, jobs: Receiver<Vec<Job>>) -> Result<Tally, ReplayEr
                     match (baseline.as_mut(), input) {
                         // Both rulesets decide the one decoded event.
                         (Some(pipeline), Input::Activity(event)) => {
-                            let event = Rc::new(*event);
+                            let event = Rc::from(event);
                             candidate.step_event(Rc::clone(&event), &mut after);
                             pipeline.step_event(event, &mut before);
                         }

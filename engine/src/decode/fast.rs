@@ -54,7 +54,10 @@ pub(super) fn parse(text: &str) -> Option<RawRecord<'_>> {
         }
     })?;
     c.ws();
-    (c.at == c.text.len()).then_some(r)
+    if c.at != c.text.len() {
+        return None;
+    }
+    Some(r)
 }
 
 fn identity<'a>(c: &mut Cursor<'a>) -> Option<RawIdentity<'a>> {
