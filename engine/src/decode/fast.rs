@@ -361,6 +361,20 @@ mod tests {
     }
 
 
+    /// The fields that are only parsed are read in place, not copied.
+    #[test]
+    fn parse_only_fields_are_borrowed() {
+        use std::borrow::Cow;
+        let text = r#"{"time":"2026-11-28T09:00:00Z","kind":"tool_call","data_class":"pii","identity":{"method":"x509_svid"}}"#;
+        let Some(r) = parse(text) else { unreachable!("a plain record takes the fast path") };
+        let method = r.identity.as_ref().and_then(|i| i.method.as_ref());
+        for field in [r.time.as_ref(), r.kind.as_ref(), r.data_class.as_ref(), method] {
+            assert!(matches!(field, Some(Cow::Borrowed(_))), "{field:?}");
+        }
+        let Ok(owned) = serde_json::from_str::<RawRecord<'_>>(text) else { unreachable!("valid JSON") };
+        assert_eq!(owned, r);
+    }
+
     #[test]
     fn leaves_the_rest_to_serde() {
         for text in [
