@@ -561,6 +561,7 @@ impl State {
     /// Folds an activity event, its decision and the commands it caused
     /// into the entries at `keys` (the event's [`Context::keys`]).
     pub fn apply(&mut self, event: &ActivityEvent, keys: Keys, depth: u32, decision: &Decision, commands: &[ControlCommand]) {
+        debug_assert_eq!(keys, Keys::of(event), "keys of another event");
         let now = event.time;
         self.advance(now);
         let capacity = self.config.seen_capacity;
