@@ -262,6 +262,12 @@ pub struct KafkaConfig {
     /// The longest an output waits for its transaction (exactly once) or its
     /// offset commit (at least once).
     pub commit_interval: Span,
+    /// While a worker is saturated (it waited for input under a tenth of
+    /// its last batch), each batch runs twice as long as the last, up to
+    /// this: fewer commits and changelog records per event. The first batch
+    /// that waits for input goes back to `commit_interval`. Equal to it (or
+    /// shorter), batches have a fixed length.
+    pub commit_interval_max: Span,
     /// A transaction also ends after this many input records.
     pub commit_max_records: usize,
     /// Independent group members in this process, one thread each.
@@ -291,6 +297,7 @@ impl Default for KafkaConfig {
             instance_id: None,
             delivery: Delivery::ExactlyOnce,
             commit_interval: Span::millis(50),
+            commit_interval_max: Span::millis(200),
             commit_max_records: 20_000,
             workers: 1,
             topics: Topics::default(),

@@ -41,7 +41,8 @@ use vigil_benches as _;
 type Failure = Box<dyn std::error::Error>;
 
 const USAGE: &str = "usage: load [--brokers HOST:PORT] [--rate EVENTS_PER_S (0 = unthrottled)] [--seconds S]
-            [--workers N] [--partitions N] [--commit-ms MS] [--delivery exactly_once|at_least_once|both]
+            [--workers N] [--partitions N] [--commit-ms MS] [--commit-max-ms MS]
+            [--delivery exactly_once|at_least_once|both]
             [--no-pass-through]";
 
 #[derive(Debug, Clone)]
@@ -52,6 +53,7 @@ struct Args {
     workers: usize,
     partitions: i32,
     commit_ms: u64,
+    commit_max_ms: u64,
     deliveries: Vec<Delivery>,
     pass_through: bool,
 }
@@ -64,6 +66,7 @@ fn parse_args() -> Result<Args, Failure> {
         workers: 2,
         partitions: 6,
         commit_ms: KafkaConfig::default().commit_interval.as_millis(),
+        commit_max_ms: KafkaConfig::default().commit_interval_max.as_millis(),
         deliveries: vec![Delivery::ExactlyOnce, Delivery::AtLeastOnce],
         pass_through: true,
     };
@@ -77,6 +80,7 @@ fn parse_args() -> Result<Args, Failure> {
             "--workers" => args.workers = value()?.parse()?,
             "--partitions" => args.partitions = value()?.parse()?,
             "--commit-ms" => args.commit_ms = value()?.parse()?,
+            "--commit-max-ms" => args.commit_max_ms = value()?.parse()?,
             "--delivery" => {
                 let v = value()?;
                 args.deliveries = match v.as_str() {
@@ -295,6 +299,7 @@ fn scenario(args: &Args, brokers: &str, delivery: Delivery, pass_through: bool, 
         group_id: format!("{name}-group"),
         delivery,
         commit_interval: vigil::config::Span::millis(args.commit_ms),
+        commit_interval_max: vigil::config::Span::millis(args.commit_max_ms),
         workers: args.workers,
         topics,
         ..KafkaConfig::default()
@@ -448,11 +453,12 @@ fn main() -> Result<(), Failure> {
     let spec = WorkloadSpec { tenants: 8, agents_per_tenant: 25, tasks_per_agent: 4, actions_per_task: 30, attacks: false, ..WorkloadSpec::default() };
     let templates: Vec<Template> = generate(&spec).into_iter().filter_map(Template::new).collect();
     eprintln!(
-        "load: {} workload events (cycled), {} worker(s), {} partitions, commit every {} ms, rate {}, {} s, brokers {brokers}",
+        "load: {} workload events (cycled), {} worker(s), {} partitions, commit every {} ms ({} ms while saturated), rate {}, {} s, brokers {brokers}",
         templates.len(),
         args.workers,
         args.partitions,
         args.commit_ms,
+        args.commit_max_ms,
         if args.rate == 0 { "unthrottled".to_owned() } else { format!("{}/s", args.rate) },
         args.seconds
     );

@@ -13,12 +13,13 @@ pub const PREFIX: &str = "VIGIL_";
 pub const NESTING: &str = "__";
 
 /// Every top-level key of [`super::KafkaConfig`].
-pub const TOP_LEVEL_KEYS: [&str; 17] = [
+pub const TOP_LEVEL_KEYS: [&str; 18] = [
     "brokers",
     "group_id",
     "instance_id",
     "delivery",
     "commit_interval",
+    "commit_interval_max",
     "commit_max_records",
     "workers",
     "topics",

@@ -199,7 +199,11 @@ impl Clients {
         activity.subscribe(&[&config.topics.activity]).map_err(|e| format!("subscribe: {e}"))?;
         let activity = Arc::new(activity);
         let last = Rc::new(RefCell::new(LastInput::default()));
-        let limits = BatchLimits { interval: config.commit_interval(), max_records: config.commit_max_records };
+        let limits = BatchLimits {
+            interval: config.commit_interval(),
+            max_interval: config.commit_interval_max.0,
+            max_records: config.commit_max_records,
+        };
         let source = KafkaSource::new(
             index,
             Arc::clone(&activity),

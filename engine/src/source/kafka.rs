@@ -3,11 +3,19 @@
 //! (assigned, since a signal applies wherever the agent it names lives).
 //!
 //! The source cuts the stream into batches: it ends one (returns
-//! `Ok(false)`) when the commit interval has passed since the batch's first
-//! record, when the batch is full, or after a quiet spell with nothing in
-//! it. [`crate::pipeline::run`] then flushes the sink, which commits the
-//! batch, and the worker starts the next run. A batch is the unit of commit
-//! and of rewind.
+//! `Ok(false)`) when its window has passed since the batch's first record,
+//! when the batch is full, or after a quiet spell with nothing in it.
+//! [`crate::pipeline::run`] then flushes the sink, which commits the batch,
+//! and the worker starts the next run. A batch is the unit of commit and of
+//! rewind.
+//!
+//! The window is the commit interval while the worker keeps up with its
+//! input. A worker that is saturated (it spent under a tenth of its last
+//! batch waiting for input) doubles the window, up to the longest interval
+//! configured: each commit, and each changelog record of an entry the batch
+//! changed, then carries more events. Its outputs were waiting in the
+//! input's backlog anyway. The first batch that waits for input goes back
+//! to the commit interval.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -31,6 +39,9 @@ const SIGNAL_POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// While activity flows, signals are polled once per this many records.
 const ACTIVITY_PER_SIGNAL_POLL: u32 = 64;
 const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
+/// A poll that takes this long waited for input; a shorter one took a
+/// record that was already there.
+const WAIT: Duration = Duration::from_micros(50);
 
 /// The key and headers of the record last handed out, for the sink: a
 /// dead letter keeps its original key and headers, and every output carries
@@ -73,7 +84,11 @@ enum Feed {
 #[derive(Debug, Default)]
 struct Batch {
     records: usize,
+    /// When its first record came.
+    started: Option<Instant>,
     deadline: Option<Instant>,
+    /// Time spent waiting for input since its first record.
+    idle: Duration,
     /// The first offset handed out per partition: where to rewind to.
     starts: Vec<(Feed, i32, i64)>,
     ended: bool,
@@ -81,8 +96,23 @@ struct Batch {
 
 #[derive(Debug, Clone, Copy)]
 pub struct BatchLimits {
+    /// A batch's window while the worker keeps up.
     pub interval: Duration,
+    /// The longest window, while it is saturated.
+    pub max_interval: Duration,
     pub max_records: usize,
+}
+
+impl BatchLimits {
+    /// The window after a batch that ran `length` in a window of `window`,
+    /// `idle` of it waiting for input.
+    fn next_window(&self, window: Duration, length: Duration, idle: Duration) -> Duration {
+        if idle * 10 < length {
+            (window * 2).clamp(self.interval, self.max_interval.max(self.interval))
+        } else {
+            self.interval
+        }
+    }
 }
 
 pub struct KafkaSource {
@@ -93,6 +123,8 @@ pub struct KafkaSource {
     signals_topic: String,
     last: Rc<RefCell<LastInput>>,
     limits: BatchLimits,
+    /// How long the next batch runs.
+    window: Duration,
     batch: Batch,
     signal_credit: u32,
 }
@@ -124,6 +156,7 @@ impl KafkaSource {
             signals_topic: topics.1.to_owned(),
             last,
             limits,
+            window: limits.interval,
             batch: Batch::default(),
             signal_credit: 0,
         }
@@ -155,7 +188,11 @@ impl KafkaSource {
     }
 
     fn end_batch(&mut self) -> Result<bool, SourceError> {
-        self.batch.ended = true;
+        let batch = &mut self.batch;
+        batch.ended = true;
+        if let Some(started) = batch.started {
+            self.window = self.limits.next_window(self.window, started.elapsed(), batch.idle);
+        }
         Ok(false)
     }
 
@@ -173,7 +210,9 @@ impl KafkaSource {
         }
         let batch = &mut self.batch;
         if batch.records == 0 {
-            batch.deadline = Some(Instant::now() + self.limits.interval);
+            let now = Instant::now();
+            batch.started = Some(now);
+            batch.deadline = Some(now + self.window);
         }
         batch.records += 1;
         let partition = message.partition();
@@ -242,7 +281,13 @@ impl Source for KafkaSource {
                 wait = wait.min(SIGNAL_POLL_INTERVAL);
             }
             let activity = Arc::clone(&self.activity);
-            match activity.poll(wait) {
+            let polled = Instant::now();
+            let message = activity.poll(wait);
+            let waited = polled.elapsed();
+            if self.batch.started.is_some() && waited >= WAIT {
+                self.batch.idle += waited;
+            }
+            match message {
                 Some(Ok(message)) => {
                     self.signal_credit = self.signal_credit.saturating_sub(1);
                     self.take(Feed::Activity, &message, record);
@@ -256,5 +301,44 @@ impl Source for KafkaSource {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn limits() -> BatchLimits {
+        BatchLimits { interval: 50 * MS, max_interval: 200 * MS, max_records: 20_000 }
+    }
+
+    #[test]
+    fn a_saturated_worker_doubles_its_window_up_to_the_longest() {
+        let limits = limits();
+        let mut window = limits.interval;
+        let mut seen = vec![];
+        for _ in 0..4 {
+            window = limits.next_window(window, window, 2 * MS);
+            seen.push(window.as_millis());
+        }
+        assert_eq!(seen, [100, 200, 200, 200]);
+    }
+
+    #[test]
+    fn a_batch_that_waited_for_input_goes_back_to_the_commit_interval() {
+        let limits = limits();
+        assert_eq!(limits.next_window(200 * MS, 200 * MS, 20 * MS), 50 * MS);
+        assert_eq!(limits.next_window(200 * MS, 200 * MS, 19 * MS), 200 * MS);
+        // A full batch that ended early was still saturated.
+        assert_eq!(limits.next_window(100 * MS, 30 * MS, MS), 200 * MS);
+    }
+
+    #[test]
+    fn equal_intervals_keep_the_window_fixed() {
+        let fixed = BatchLimits { max_interval: 50 * MS, ..limits() };
+        assert_eq!(fixed.next_window(50 * MS, 50 * MS, Duration::ZERO), 50 * MS);
+        assert_eq!(fixed.next_window(50 * MS, 50 * MS, 50 * MS), 50 * MS);
     }
 }
