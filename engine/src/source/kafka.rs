@@ -84,9 +84,8 @@ enum Feed {
 #[derive(Debug, Default)]
 struct Batch {
     records: usize,
-    /// When its first record came.
+    /// When its first record came; it ends a window later.
     started: Option<Instant>,
-    deadline: Option<Instant>,
     /// Time spent waiting for input since its first record.
     idle: Duration,
     /// The first offset handed out per partition: where to rewind to.
@@ -210,9 +209,7 @@ impl KafkaSource {
         }
         let batch = &mut self.batch;
         if batch.records == 0 {
-            let now = Instant::now();
-            batch.started = Some(now);
-            batch.deadline = Some(now + self.window);
+            batch.started = Some(Instant::now());
         }
         batch.records += 1;
         let partition = message.partition();
@@ -266,7 +263,7 @@ impl Source for KafkaSource {
                 None => {}
             }
             let now = Instant::now();
-            let until = match self.batch.deadline {
+            let until = match self.batch.started.map(|started| started + self.window) {
                 _ if self.batch.records >= self.limits.max_records => return self.end_batch(),
                 Some(deadline) if now >= deadline => return self.end_batch(),
                 Some(deadline) => deadline,
