@@ -371,6 +371,52 @@ mod tests {
         assert_eq!(outputs, whole);
     }
 
+    /// At least once, a batch's outputs are in flight while the next batch
+    /// runs: a failure then undoes both, and once the first landed, only
+    /// the second.
+    #[test]
+    fn a_batch_in_flight_rolls_back_with_the_next_until_it_lands() {
+        let spec = WorkloadSpec { tenants: 2, agents_per_tenant: 4, tasks_per_agent: 3, actions_per_task: 12, ..WorkloadSpec::default() };
+        let lines = generate(&spec);
+        let forgetful = || {
+            let mut p = pipeline(None);
+            p.state.config = StateConfig { agent_idle_s: 90, task_retention_s: 1, sweep_every_s: 1, ..StateConfig::default() };
+            p
+        };
+        let whole = decide(&mut forgetful(), &lines);
+        let seen = |p: &Pipeline| (p.state.clone().snapshot(0), watched(&p.state));
+
+        let mut p = forgetful();
+        p.state.mark();
+        let mut outputs = Vec::new();
+        let chunks: Vec<&[String]> = lines.chunks(23).collect();
+        for pair in chunks.chunks(2) {
+            let [first, second] = pair else {
+                outputs.extend(decide(&mut p, pair[0]));
+                continue;
+            };
+            let before = seen(&p);
+            let once = decide(&mut p, first);
+            p.state.mark_in_flight();
+            let between = seen(&p);
+            decide(&mut p, second);
+            p.state.rollback();
+            assert_eq!(seen(&p), before, "both batches undone");
+
+            assert_eq!(decide(&mut p, first), once, "the first batch done again gives the same outputs");
+            p.state.mark_in_flight();
+            let then = decide(&mut p, second);
+            p.state.landed();
+            p.state.rollback();
+            assert_eq!(seen(&p), between, "only the second batch undone once the first landed");
+            assert_eq!(decide(&mut p, second), then);
+            p.state.mark_in_flight();
+            outputs.extend(once);
+            outputs.extend(then);
+        }
+        assert_eq!(outputs, whole);
+    }
+
     /// The partition a gateway keyed by agent would send `line` to, of two.
     fn partition_of(line: &str) -> Option<i32> {
         let value: serde_json::Value = serde_json::from_str(line).ok()?;

@@ -5,15 +5,16 @@
 //! [`KafkaSink`], called once per batch. The source ends a batch when the
 //! commit interval has passed; `run` then flushes the sink, which commits
 //! the batch: exactly once, its outputs and the input offsets in one
-//! transaction; at least once, the offsets after the broker acknowledged
-//! the outputs.
+//! transaction; at least once, the outputs are left in flight, and the
+//! offsets are committed with the next batch, once the broker acknowledged
+//! them.
 //!
-//! After each commit the worker keeps a copy of its state (entries are
-//! shared `Rc`s, so the copy is cheap). When a batch fails (the broker went
-//! away for longer than a transaction lives, a fenced producer), the batch
-//! is aborted, the consumers seek back to the last commit and the state is
-//! put back to that copy, so the batch is decided again exactly as before
-//! and no committed output is lost or repeated. When a client fails for
+//! From each commit the state keeps a journal of what the batches since
+//! changed. When a batch fails (the broker went away for longer than a
+//! transaction lives, a fenced producer, a refused output), the batch is
+//! aborted, the consumers seek back to the last commit and the state is
+//! undone to it, so the batch is decided again exactly as before and no
+//! committed output is lost or repeated. When a client fails for
 //! good, the worker rebuilds its clients and resumes from the committed
 //! offsets.
 //!
@@ -24,7 +25,7 @@ pub mod acks;
 pub mod admin;
 mod backoff;
 pub mod changelog;
-pub(crate) mod client;
+pub mod client;
 pub(crate) mod outbox;
 pub(crate) mod rebalance;
 pub mod subscriber;

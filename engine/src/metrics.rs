@@ -474,7 +474,7 @@ fn render_stats(text: &mut Text, views: &[WorkerView], rules: (u64, u64, u64)) {
 }
 
 fn render_kafka(text: &mut Text, views: &[WorkerView]) {
-    text.family("vigil_kafka_commit_seconds", Kind::Histogram, "Time to commit one batch: the transaction with its offsets (exactly once) or the wait for acknowledgements (at least once).");
+    text.family("vigil_kafka_commit_seconds", Kind::Histogram, "Time to commit one batch: the transaction with its offsets (exactly once) or the wait for the acknowledgements of the batch before it (at least once).");
     let mut commit = HistogramSnapshot::empty(&COMMIT_BUCKETS);
     for view in views {
         commit.merge(&view.commit);

@@ -191,8 +191,11 @@ pub struct State {
     dirty: ChangeSet,
     /// The partition of the record being folded.
     placing: i32,
-    /// What changed since the last [`State::mark`], to undo it.
+    /// What changed since the last [`State::mark`] or
+    /// [`State::mark_in_flight`], to undo it.
     journal: Journal,
+    /// The journal of the batch in flight, if any: undone after `journal`.
+    in_flight: Option<Journal>,
 }
 
 /// The values entries had at the last [`State::mark`], kept the first time
@@ -319,6 +322,26 @@ impl State {
     /// Marks the state as committed: [`State::rollback`] returns here. The
     /// first mark turns the journal on; a state never marked keeps none.
     pub fn mark(&mut self) {
+        self.in_flight = None;
+        self.restart_journal();
+    }
+
+    /// Marks the end of a batch whose outputs are in flight: a new journal
+    /// starts, and [`State::rollback`] still returns to before the batch,
+    /// until [`State::landed`]. A batch in flight before it has landed.
+    pub fn mark_in_flight(&mut self) {
+        let recycled = self.in_flight.take().unwrap_or_default();
+        self.in_flight = Some(std::mem::replace(&mut self.journal, recycled));
+        self.restart_journal();
+    }
+
+    /// The batch in flight is durable: [`State::rollback`] returns to the
+    /// last mark only.
+    pub fn landed(&mut self) {
+        self.in_flight = None;
+    }
+
+    fn restart_journal(&mut self) {
         let journal = &mut self.journal;
         journal.open = true;
         journal.agents.clear();
@@ -330,12 +353,22 @@ impl State {
         journal.dirty.clone_from(&self.dirty.entries);
     }
 
-    /// Undoes every change since the last [`State::mark`] and marks again.
+    /// Undoes every change since the last [`State::mark`] (the batch in
+    /// flight included) and marks again.
     pub fn rollback(&mut self) {
         if !self.journal.open {
             return;
         }
         let mut journal = std::mem::take(&mut self.journal);
+        self.undo(&mut journal);
+        if let Some(mut older) = self.in_flight.take() {
+            self.undo(&mut older);
+        }
+        self.journal = journal;
+        self.mark();
+    }
+
+    fn undo(&mut self, journal: &mut Journal) {
         // The deadline index follows the tasks: active ones with a deadline.
         for (k, old) in &journal.tasks {
             if let Some(deadline) = self.tasks.head(k).and_then(|t| t.deadline) {
@@ -359,8 +392,6 @@ impl State {
         }
         (self.watermark, self.last_sweep) = journal.clock;
         std::mem::swap(&mut self.dirty.entries, &mut journal.dirty);
-        self.journal = journal;
-        self.mark();
     }
 
     /// Journals `entry`'s value as of the last mark, before its first change.

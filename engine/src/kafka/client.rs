@@ -59,13 +59,19 @@ impl ConsumerContext for ClientLog {}
 /// The producer's context: counts outputs the broker refused for good, so
 /// that at-least-once delivery never commits offsets past a lost output.
 /// Every delivery is reported, so that a batch can wait for its outputs to
-/// settle (delivered or refused) on a signal rather than by polling.
+/// settle (delivered or refused) on a signal rather than by polling. Each
+/// output carries the sequence number of its batch as its delivery opaque,
+/// and the last two batches are counted apart: at least once, a batch's
+/// offsets are committed once its own outputs settled, while the next
+/// batch's are still on their way.
 #[derive(Debug)]
 pub(crate) struct DeliveryLog {
     pub worker: usize,
     pub failures: AtomicU64,
     /// Outputs the broker acknowledged or refused, all told.
     settled: AtomicU64,
+    /// Per batch, by the parity of its sequence number: settled, refused.
+    batches: [(Tally, Tally); 2],
     /// Whether a worker is waiting in [`DeliveryLog::wait_settled`].
     waiting: AtomicBool,
     lock: Mutex<()>,
@@ -75,12 +81,42 @@ pub(crate) struct DeliveryLog {
     pub authentication: std::sync::Mutex<Option<String>>,
 }
 
+/// A count for one batch, tagged with the batch: the sequence number's low
+/// 32 bits above the count's. A late report for an earlier batch (one that
+/// was aborted while its outputs were on their way) finds another tag and
+/// does not count for the batch that took its place.
+#[derive(Debug, Default)]
+struct Tally(AtomicU64);
+
+impl Tally {
+    fn tag(batch: u64) -> u64 {
+        batch & 0xffff_ffff
+    }
+
+    fn start(&self, batch: u64) {
+        self.0.store(Tally::tag(batch) << 32, Ordering::SeqCst);
+    }
+
+    fn add(&self, batch: u64) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| (v >> 32 == Tally::tag(batch)).then_some(v + 1));
+    }
+
+    /// The count, if the tally still counts for `batch`.
+    fn count(&self, batch: u64) -> Option<u64> {
+        let v = self.0.load(Ordering::SeqCst);
+        (v >> 32 == Tally::tag(batch)).then_some(v & 0xffff_ffff)
+    }
+}
+
 impl DeliveryLog {
     pub fn new(worker: usize) -> DeliveryLog {
         DeliveryLog {
             worker,
             failures: AtomicU64::new(0),
             settled: AtomicU64::new(0),
+            batches: Default::default(),
             waiting: AtomicBool::new(false),
             lock: Mutex::new(()),
             wake: Condvar::new(),
@@ -92,13 +128,37 @@ impl DeliveryLog {
         self.authentication.lock().ok().and_then(|reason| reason.clone())
     }
 
+    /// Counts the outputs of `batch` from zero, in place of the batch two
+    /// before it.
+    pub fn start_batch(&self, batch: u64) {
+        let (settled, refused) = &self.batches[(batch % 2) as usize];
+        settled.start(batch);
+        refused.start(batch);
+    }
+
+    /// Outputs of `batch` refused so far.
+    pub fn batch_failures(&self, batch: u64) -> u64 {
+        self.batches[(batch % 2) as usize].1.count(batch).unwrap_or(0)
+    }
+
     /// Waits until `sent` outputs in all have settled; false on timeout.
     pub fn wait_settled(&self, sent: u64, timeout: Duration) -> bool {
+        self.wait_until(timeout, || self.settled.load(Ordering::SeqCst) >= sent)
+    }
+
+    /// Waits until the `sent` outputs of `batch` have settled; false on
+    /// timeout, or if the batch is no longer counted.
+    pub fn wait_batch_settled(&self, batch: u64, sent: u64, timeout: Duration) -> bool {
+        let settled = &self.batches[(batch % 2) as usize].0;
+        self.wait_until(timeout, || settled.count(batch).is_none_or(|n| n >= sent)) && settled.count(batch).is_some()
+    }
+
+    fn wait_until(&self, timeout: Duration, done: impl Fn() -> bool) -> bool {
         let deadline = Instant::now() + timeout;
         let Ok(mut guard) = self.lock.lock() else { return false };
         self.waiting.store(true, Ordering::SeqCst);
         let settled = loop {
-            if self.settled.load(Ordering::SeqCst) >= sent {
+            if done() {
                 break true;
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -131,14 +191,19 @@ impl ClientContext for DeliveryLog {
 }
 
 impl ProducerContext for DeliveryLog {
-    type DeliveryOpaque = ();
+    /// The sequence number of the output's batch.
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, batch: usize) {
+        let batch = batch as u64;
+        let (settled, refused) = &self.batches[(batch % 2) as usize];
         if let Err((error, message)) = result {
             use rdkafka::Message;
             self.failures.fetch_add(1, Ordering::Relaxed);
+            refused.add(batch);
             tracing::warn!(worker = self.worker, topic = message.topic(), error = %error, "output not delivered");
         }
+        settled.add(batch);
         self.settled.fetch_add(1, Ordering::SeqCst);
         // Taking the lock orders this wake-up after the waiter's last look.
         if self.waiting.load(Ordering::SeqCst) {
@@ -282,3 +347,4 @@ pub(crate) fn idempotent_producer(config: &KafkaConfig, client_id: &str) -> Clie
         .set("linger.ms", "1");
     finish(client, config, &config.producer_properties)
 }
+

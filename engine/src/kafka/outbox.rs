@@ -3,8 +3,13 @@
 //! Exactly once: the first record of a batch begins a transaction; every
 //! output is produced into it; the commit sends the next input offsets of
 //! both the activity group and the worker's signals group into the same
-//! transaction, then commits it. At least once: the commit waits until the
-//! broker acknowledged every output, then commits the offsets.
+//! transaction, then commits it. At least once: a batch's outputs are left
+//! in flight while the worker goes on with the next batch; the next commit
+//! waits until the broker acknowledged every output of the batch in flight
+//! (usually long done), commits its offsets, and leaves the new batch in
+//! flight in its place. So a worker never stops reading to wait for the
+//! broker, and a failure goes back two batches: the one in flight and the
+//! open one.
 //!
 //! The sink and the consumer's rebalance callback share it: when partitions
 //! are taken away, the open batch is aborted before they go (its state
@@ -29,6 +34,8 @@ use crate::source::Origin;
 
 pub(crate) type OutputProducer = ThreadedProducer<DeliveryLog>;
 pub(crate) type SignalsConsumer = BaseConsumer<ClientLog>;
+/// An output, tagged with its batch's sequence number.
+type Output<'a> = BaseRecord<'a, [u8], [u8], usize>;
 
 /// How long one transactional call may block before it is retried.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -96,14 +103,43 @@ impl Positions {
     }
 }
 
-#[derive(Debug, Default)]
-struct Batch {
-    /// A transaction is open (exactly once), or outputs wait for their
-    /// acknowledgement (at least once).
-    open: bool,
+/// What a successful commit did. After any, every earlier batch is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Committed {
+    /// There was no open batch.
+    Nothing,
+    /// The open batch is durable: committed with its offsets.
+    Durable,
+    /// The open batch's outputs are in flight (at least once): its offsets
+    /// are committed with the next commit, once the broker acknowledged
+    /// them all.
+    InFlight,
+}
+
+/// At least once, a batch whose outputs were all sent and whose offsets
+/// wait for their acknowledgements.
+#[derive(Debug)]
+struct InFlight {
+    seq: u64,
+    sent: u64,
     activity: Positions,
     signals: Positions,
-    failures_at_begin: u64,
+}
+
+#[derive(Debug, Default)]
+struct Batch {
+    /// A transaction is open (exactly once), or outputs are being sent (at
+    /// least once).
+    open: bool,
+    /// The open batch's sequence number: its outputs carry it.
+    seq: u64,
+    /// Outputs sent before the open batch began.
+    sent_before: u64,
+    activity: Positions,
+    signals: Positions,
+    in_flight: Option<InFlight>,
+    /// A batch landed since the worker last asked.
+    landed: bool,
     /// The open batch was aborted by a rebalance: the worker goes back to
     /// the last commit.
     interrupt: Option<OutboxFailure>,
@@ -128,6 +164,9 @@ pub(crate) struct Outbox {
     shutdown: Arc<AtomicBool>,
     /// Outputs handed to the producer, all told.
     sent: AtomicU64,
+    /// The open batch's sequence number, for [`Outbox::queue`] to tag
+    /// outputs with without taking the lock.
+    seq: AtomicU64,
     pub commits: AtomicU64,
     pub aborts: AtomicU64,
 }
@@ -177,6 +216,7 @@ impl Outbox {
             fatal: AtomicBool::new(false),
             shutdown,
             sent: AtomicU64::new(0),
+            seq: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             aborts: AtomicU64::new(0),
         }
@@ -189,6 +229,16 @@ impl Outbox {
     /// Whether a batch is open: a record was taken since the last commit.
     pub fn is_open(&self) -> bool {
         self.lock().open
+    }
+
+    /// Whether a committed batch's outputs are still in flight.
+    pub fn in_flight(&self) -> bool {
+        self.lock().in_flight.is_some()
+    }
+
+    /// Whether a batch in flight landed since the last call.
+    pub fn take_landed(&self) -> bool {
+        std::mem::take(&mut self.lock().landed)
     }
 
     /// Whether the producer hit a fatal error and must be rebuilt.
@@ -262,7 +312,10 @@ impl Outbox {
                 self.producer.begin_transaction().map_err(|e| self.fail("begin transaction", &e))?;
             }
             batch.open = true;
-            batch.failures_at_begin = self.producer.context().failures.load(Ordering::Relaxed);
+            batch.seq += 1;
+            batch.sent_before = self.sent.load(Ordering::Relaxed);
+            self.seq.store(batch.seq, Ordering::Relaxed);
+            self.producer.context().start_batch(batch.seq);
         }
         if origin.source == self.activity_topic {
             batch.activity.advance(origin.partition, origin.offset);
@@ -281,7 +334,7 @@ impl Outbox {
         payload: &[u8],
         headers: Option<OwnedHeaders>,
     ) -> Result<(), OutboxFailure> {
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(payload);
+        let mut record: Output<'_> = BaseRecord::with_opaque_to(topic, self.batch_tag()).payload(payload);
         if let Some(key) = key {
             record = record.key(key);
         }
@@ -301,14 +354,20 @@ impl Outbox {
         value: Option<&[u8]>,
         headers: OwnedHeaders,
     ) -> Result<(), OutboxFailure> {
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).partition(partition).key(key).headers(headers);
+        let mut record: Output<'_> =
+            BaseRecord::with_opaque_to(topic, self.batch_tag()).partition(partition).key(key).headers(headers);
         if let Some(value) = value {
             record = record.payload(value);
         }
         self.queue(record)
     }
 
-    fn queue(&self, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<(), OutboxFailure> {
+    /// The open batch's sequence number, as its outputs carry it.
+    fn batch_tag(&self) -> usize {
+        self.seq.load(Ordering::Relaxed) as usize
+    }
+
+    fn queue(&self, mut record: Output<'_>) -> Result<(), OutboxFailure> {
         let mut waited_at_shutdown = Duration::ZERO;
         loop {
             match self.producer.send(record) {
@@ -340,25 +399,29 @@ impl Outbox {
             .collect()
     }
 
-    /// Makes the open batch durable and visible, with the offsets it
-    /// consumed. `activity` is the group consumer (its metadata fences a
-    /// zombie worker after a rebalance). Returns whether there was a batch.
-    pub fn commit<C: ConsumerContext>(&self, activity: &BaseConsumer<C>) -> Result<bool, OutboxFailure> {
+    /// Makes the open batch durable and visible with the offsets it
+    /// consumed (exactly once), or leaves its outputs in flight (at least
+    /// once) once the batch before it has landed. `activity` is the group
+    /// consumer (its metadata fences a zombie worker after a rebalance).
+    pub fn commit<C: ConsumerContext>(&self, activity: &BaseConsumer<C>) -> Result<Committed, OutboxFailure> {
         let mut batch = self.lock();
-        if !batch.open {
-            return Ok(false);
+        let mut result = self.land_locked(&mut batch, activity, CommitMode::Async);
+        if result.is_ok() && batch.open && self.delivery == Delivery::ExactlyOnce {
+            result = self.commit_transaction(&batch, activity);
         }
-        let result = match self.delivery {
-            Delivery::ExactlyOnce => self.commit_transaction(&batch, activity),
-            Delivery::AtLeastOnce => self.commit_acknowledged(&batch, activity),
-        };
         match result {
+            Ok(()) if !batch.open => Ok(Committed::Nothing),
             Ok(()) => {
                 batch.open = false;
-                batch.activity.0.clear();
-                batch.signals.0.clear();
+                let activity = std::mem::take(&mut batch.activity);
+                let signals = std::mem::take(&mut batch.signals);
                 self.commits.fetch_add(1, Ordering::Relaxed);
-                Ok(true)
+                if self.delivery == Delivery::ExactlyOnce {
+                    return Ok(Committed::Durable);
+                }
+                let sent = self.sent.load(Ordering::Relaxed) - batch.sent_before;
+                batch.in_flight = Some(InFlight { seq: batch.seq, sent, activity, signals });
+                Ok(Committed::InFlight)
             }
             Err(OutboxFailure::Aborted(reason)) => {
                 tracing::warn!(worker = self.worker, reason, "commit failed; aborting the batch");
@@ -366,6 +429,20 @@ impl Outbox {
                 Err(OutboxFailure::Aborted(reason))
             }
             Err(other) => Err(other),
+        }
+    }
+
+    /// Makes the batch in flight durable, if there is one, without waiting
+    /// for the next commit: before a checkpoint, a rebalance or shutdown.
+    /// On failure the open batch is aborted too.
+    pub fn land<C: ConsumerContext>(&self, activity: &BaseConsumer<C>) -> Result<(), OutboxFailure> {
+        let mut batch = self.lock();
+        match self.land_locked(&mut batch, activity, CommitMode::Sync) {
+            Err(OutboxFailure::Aborted(reason)) => {
+                self.abort_locked(&mut batch)?;
+                Err(OutboxFailure::Aborted(reason))
+            }
+            other => other,
         }
     }
 
@@ -403,26 +480,54 @@ impl Outbox {
         })
     }
 
-    fn commit_acknowledged<C: ConsumerContext>(&self, batch: &Batch, activity: &BaseConsumer<C>) -> Result<(), OutboxFailure> {
-        self.settle()?;
-        let failures = self.producer.context().failures.load(Ordering::Relaxed);
-        if failures > batch.failures_at_begin {
-            return Err(OutboxFailure::Aborted(format!(
-                "{} outputs were not delivered",
-                failures - batch.failures_at_begin
-            )));
+    /// Lands the batch in flight, if there is one; a batch that does not
+    /// land counts as aborted.
+    fn land_locked<C: ConsumerContext>(
+        &self,
+        batch: &mut Batch,
+        activity: &BaseConsumer<C>,
+        mode: CommitMode,
+    ) -> Result<(), OutboxFailure> {
+        let Some(flight) = batch.in_flight.take() else { return Ok(()) };
+        let landed = self.land_flight(&flight, activity, mode);
+        match landed {
+            Ok(()) => batch.landed = true,
+            Err(_) => drop(self.aborts.fetch_add(1, Ordering::Relaxed)),
         }
-        // Asynchronous: a lost commit only means some outputs are produced
-        // again after a restart, which at-least-once allows.
-        if !batch.activity.0.is_empty() {
-            let offsets = batch.activity.list(&self.activity_topic).map_err(|e| self.fail("offsets", &e))?;
-            if let Err(error) = activity.commit(&offsets, CommitMode::Async) {
+        landed
+    }
+
+    /// Waits until every output of `flight` settled, then commits its
+    /// offsets, unless the broker refused one of them.
+    fn land_flight<C: ConsumerContext>(
+        &self,
+        flight: &InFlight,
+        activity: &BaseConsumer<C>,
+        mode: CommitMode,
+    ) -> Result<(), OutboxFailure> {
+        let log = self.producer.context();
+        self.retry("flush outputs", || {
+            if log.wait_batch_settled(flight.seq, flight.sent, CALL_TIMEOUT) {
+                Ok(())
+            } else {
+                Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut))
+            }
+        })?;
+        let refused = log.batch_failures(flight.seq);
+        if refused > 0 {
+            return Err(OutboxFailure::Aborted(format!("{refused} outputs were not delivered")));
+        }
+        // A lost commit only means some outputs are produced again after a
+        // restart, which at-least-once allows.
+        if !flight.activity.0.is_empty() {
+            let offsets = flight.activity.list(&self.activity_topic).map_err(|e| self.fail("offsets", &e))?;
+            if let Err(error) = activity.commit(&offsets, mode) {
                 tracing::warn!(worker = self.worker, error = %error, "activity offsets not committed");
             }
         }
-        if let (false, Some(signals)) = (batch.signals.0.is_empty(), &self.signals) {
-            let offsets = batch.signals.list(&self.signals_topic).map_err(|e| self.fail("offsets", &e))?;
-            if let Err(error) = signals.consumer.commit(&offsets, CommitMode::Async) {
+        if let (false, Some(signals)) = (flight.signals.0.is_empty(), &self.signals) {
+            let offsets = flight.signals.list(&self.signals_topic).map_err(|e| self.fail("offsets", &e))?;
+            if let Err(error) = signals.consumer.commit(&offsets, mode) {
                 tracing::warn!(worker = self.worker, error = %error, "signal offsets not committed");
             }
         }
@@ -439,6 +544,9 @@ impl Outbox {
     fn abort_locked(&self, batch: &mut Batch) -> Result<(), OutboxFailure> {
         batch.activity.0.clear();
         batch.signals.0.clear();
+        if batch.in_flight.take().is_some() {
+            self.aborts.fetch_add(1, Ordering::Relaxed);
+        }
         if !batch.open {
             return Ok(());
         }
@@ -456,16 +564,22 @@ impl Outbox {
         Ok(())
     }
 
-    /// Called by the rebalance callback before `partitions` are taken away.
-    pub fn on_revoke(&self, partitions: &[i32]) {
+    /// Called by the rebalance callback before `partitions` are taken
+    /// away: the batch in flight lands, so that the next owner starts after
+    /// it, and the open batch is aborted.
+    pub fn on_revoke<C: ConsumerContext>(&self, partitions: &[i32], activity: &BaseConsumer<C>) {
         let mut batch = self.lock();
+        if let Err(failure) = self.land_locked(&mut batch, activity, CommitMode::Sync) {
+            tracing::warn!(worker = self.worker, %failure, "the batch in flight did not land before partitions were revoked");
+            batch.interrupt = Some(failure);
+        }
         if batch.open {
             let outcome = match self.abort_locked(&mut batch) {
                 Ok(()) => OutboxFailure::Aborted("partitions revoked".into()),
                 Err(failure) => failure,
             };
             tracing::info!(worker = self.worker, outcome = %outcome, "open batch aborted before partitions were revoked");
-            batch.interrupt = Some(outcome);
+            batch.interrupt.get_or_insert(outcome);
         }
         let membership = &mut batch.membership;
         for partition in partitions {

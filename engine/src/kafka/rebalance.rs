@@ -1,6 +1,6 @@
-//! The activity consumer's context: settles the open batch before the group
-//! takes partitions away, so that the next owner neither misses nor repeats
-//! an output. It also tells the worker's metrics what the group assigned
+//! The activity consumer's context: lands the batch in flight and aborts
+//! the open one before the group takes partitions away, so that the next
+//! owner neither misses nor repeats an output. It also tells the worker's metrics what the group assigned
 //! and how far behind each assigned partition is.
 
 use std::collections::HashMap;
@@ -47,13 +47,13 @@ fn partitions_of(list: &rdkafka::TopicPartitionList) -> Vec<i32> {
 }
 
 impl ConsumerContext for RebalanceContext {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(partitions) => {
                 let list = partitions_of(partitions);
                 tracing::info!(worker = self.worker, partitions = ?list, "partitions revoked");
                 self.metrics.revoked();
-                self.outbox.on_revoke(&list);
+                self.outbox.on_revoke(&list, consumer);
             }
             Rebalance::Assign(_) => {}
             Rebalance::Error(error) => {

@@ -26,7 +26,7 @@ use crate::pipeline::{self, Pipeline, RunError, Stats};
 use crate::rules::RuleHost;
 use crate::sign::Signer;
 use crate::sink::kafka::KafkaSink;
-use crate::sink::Sink;
+use crate::sink::{Sink, SinkError};
 use crate::source::kafka::{BatchLimits, KafkaSource, LastInput};
 use crate::source::{Record, Source};
 
@@ -35,21 +35,37 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 const SHADOW_SUMMARY_EVERY: Duration = Duration::from_secs(60);
 const INIT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The counts as of the last commit; the state keeps its own journal back
-/// to it ([`crate::state::State::mark`], [`crate::state::State::rollback`]).
+/// The counts as of the last commit, and as of the end of the batch in
+/// flight if there is one (at least once); the state keeps its own journal
+/// back to the first ([`crate::state::State::mark`],
+/// [`crate::state::State::rollback`]).
 struct Saved {
     stats: Stats,
+    in_flight: Option<Stats>,
 }
 
 impl Saved {
     fn of(pipeline: &mut Pipeline) -> Saved {
         pipeline.state.mark();
-        Saved { stats: pipeline.stats.clone() }
+        Saved { stats: pipeline.stats.clone(), in_flight: None }
     }
 
-    fn restore(&self, pipeline: &mut Pipeline) {
+    fn mark_in_flight(&mut self, pipeline: &mut Pipeline) {
+        pipeline.state.mark_in_flight();
+        self.in_flight = Some(pipeline.stats.clone());
+    }
+
+    fn landed(&mut self, pipeline: &mut Pipeline) {
+        pipeline.state.landed();
+        if let Some(stats) = self.in_flight.take() {
+            self.stats = stats;
+        }
+    }
+
+    fn restore(&mut self, pipeline: &mut Pipeline) {
         pipeline.state.rollback();
         pipeline.stats = self.stats.clone();
+        self.in_flight = None;
     }
 }
 
@@ -338,7 +354,6 @@ impl Clients {
             || self.outbox.signals().is_some_and(|s| s.client().fatal_error().is_some())
     }
 
-    /// Batch after batch until shutdown or until a client fails for good.
     /// Now and then, how a shadow ruleset diverges from the enforcing one
     /// (committed decisions since start), for whoever watches the logs.
     fn log_shadow(&mut self, pipeline: &Pipeline, stats: &Stats) {
@@ -358,6 +373,7 @@ impl Clients {
         );
     }
 
+    /// Batch after batch until shutdown or until a client fails for good.
     fn serve(
         &mut self,
         mut pipeline: Option<&mut Pipeline>,
@@ -368,20 +384,26 @@ impl Clients {
         let mut backoff = Backoff::new();
         let interval = self.config.checkpoint.interval.0;
         loop {
-            let result = match pipeline.as_deref_mut() {
+            let mut result = match pipeline.as_deref_mut() {
                 Some(pipeline) => pipeline::run(&mut self.source, pipeline, &mut self.sink, shutdown),
                 None => forward_all(&mut self.source, &mut self.sink, shutdown),
             };
+            // A checkpoint, a rebalance and shutdown start from a batch
+            // that landed.
+            let checkpoint_due = self.store.is_some() && self.checkpointed.elapsed() >= interval;
+            let landing = checkpoint_due || self.outbox.membership_changed() || shutdown.load(Ordering::Relaxed);
+            if result.is_ok() && landing {
+                result = self.outbox.land(&self.activity).map_err(|e| RunError::Sink(SinkError::Kafka(e.to_string())));
+            }
+            if self.outbox.take_landed() {
+                self.landed(pipeline.as_deref_mut(), saved);
+            }
             let outbox = &self.outbox;
             self.metrics.kafka_counts(outbox.commits.load(Ordering::Relaxed), outbox.aborts.load(Ordering::Relaxed));
             match result {
                 Ok(()) => {
                     if self.source.batch_records() > 0 {
-                        if let (Some(pipeline), Some(saved)) = (pipeline.as_deref_mut(), saved.as_mut()) {
-                            *saved = Saved::of(pipeline);
-                            self.metrics.committed(&saved.stats);
-                            self.log_shadow(pipeline, &saved.stats);
-                        }
+                        self.ended(pipeline.as_deref_mut(), saved);
                     }
                     backoff.reset();
                     if self.outbox.membership_changed() {
@@ -393,7 +415,7 @@ impl Clients {
                         self.checkpoint(held);
                         return Served::Shutdown;
                     }
-                    if self.checkpointed.elapsed() >= interval {
+                    if checkpoint_due {
                         self.checkpoint(held);
                     }
                 }
@@ -409,7 +431,8 @@ impl Clients {
                         Err(failure) => return Served::Rebuild(failure.to_string()),
                     }
                     self.source.rewind();
-                    if let (Some(pipeline), Some(saved)) = (pipeline.as_deref_mut(), saved.as_ref()) {
+                    self.sink.rollback();
+                    if let (Some(pipeline), Some(saved)) = (pipeline.as_deref_mut(), saved.as_mut()) {
                         saved.restore(pipeline);
                     }
                     if self.outbox.membership_changed() {
@@ -424,6 +447,37 @@ impl Clients {
                     }
                 }
             }
+        }
+    }
+
+    /// A batch ended and was committed: it is durable, or its outputs are
+    /// in flight (at least once) and it can still be undone until it lands.
+    fn ended(&mut self, pipeline: Option<&mut Pipeline>, saved: &mut Option<Saved>) {
+        let in_flight = self.outbox.in_flight();
+        if in_flight {
+            self.source.mark_in_flight();
+            self.sink.mark_in_flight();
+        } else {
+            self.sink.mark();
+        }
+        if let (Some(pipeline), Some(saved)) = (pipeline, saved.as_mut()) {
+            if in_flight {
+                saved.mark_in_flight(pipeline);
+            } else {
+                *saved = Saved::of(pipeline);
+            }
+            self.metrics.committed(&saved.stats);
+            self.log_shadow(pipeline, &saved.stats);
+        }
+    }
+
+    /// The batch in flight landed: it can no longer be undone.
+    fn landed(&mut self, pipeline: Option<&mut Pipeline>, saved: &mut Option<Saved>) {
+        self.source.landed();
+        self.sink.landed();
+        if let (Some(pipeline), Some(saved)) = (pipeline, saved.as_mut()) {
+            saved.landed(pipeline);
+            self.metrics.committed(&saved.stats);
         }
     }
 }

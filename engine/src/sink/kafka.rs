@@ -20,7 +20,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use super::{Sink, SinkError};
 use crate::config::Topics;
 use crate::kafka::changelog::{format_header, Pending};
-use crate::kafka::outbox::{Outbox, OutboxFailure};
+use crate::kafka::outbox::{Committed, Outbox, OutboxFailure};
 use crate::kafka::rebalance::ActivityConsumer;
 use crate::pipeline::{DeadLetter, Outputs};
 use crate::source::kafka::LastInput;
@@ -58,13 +58,14 @@ pub struct KafkaSink {
 }
 
 /// The changelog side of the sink: the partitions the worker holds, the
-/// changes of the open batch, and, with a local store, the committed
-/// changes its next checkpoint writes.
+/// changes of the open batch, and, with a local store, those of the batch
+/// in flight and the committed changes its next checkpoint writes.
 #[derive(Debug)]
 struct Changelog {
     topic: String,
     held: Vec<i32>,
     batch: Vec<Change>,
+    in_flight: Vec<Change>,
     pending: Option<Pending>,
 }
 
@@ -132,7 +133,13 @@ impl KafkaSink {
     /// committed ones for the local store.
     pub(crate) fn with_changelog(mut self, topic: &str, keep: bool) -> KafkaSink {
         self.changelog =
-            Some(Changelog { topic: topic.to_owned(), held: Vec::new(), batch: Vec::new(), pending: keep.then(Pending::default) });
+            Some(Changelog {
+                topic: topic.to_owned(),
+                held: Vec::new(),
+                batch: Vec::new(),
+                in_flight: Vec::new(),
+                pending: keep.then(Pending::default),
+            });
         self
     }
 
@@ -146,6 +153,37 @@ impl KafkaSink {
     /// Committed changes not yet in the local store.
     pub(crate) fn pending(&mut self) -> Option<&mut Pending> {
         self.changelog.as_mut().and_then(|c| c.pending.as_mut())
+    }
+
+    /// The batch that just ended is committed: its changes wait for the
+    /// next checkpoint.
+    pub(crate) fn mark(&mut self) {
+        if let Some(Changelog { batch, pending: Some(pending), .. }) = self.changelog.as_mut() {
+            pending.add(std::mem::take(batch));
+        }
+    }
+
+    /// The batch that just ended is in flight: its changes wait for it to
+    /// land.
+    pub(crate) fn mark_in_flight(&mut self) {
+        if let Some(changelog) = self.changelog.as_mut() {
+            changelog.in_flight = std::mem::take(&mut changelog.batch);
+        }
+    }
+
+    /// The batch in flight landed.
+    pub(crate) fn landed(&mut self) {
+        if let Some(Changelog { in_flight, pending: Some(pending), .. }) = self.changelog.as_mut() {
+            pending.add(std::mem::take(in_flight));
+        }
+    }
+
+    /// Everything since the last commit is undone, the batch in flight too.
+    pub(crate) fn rollback(&mut self) {
+        if let Some(changelog) = self.changelog.as_mut() {
+            changelog.batch.clear();
+            changelog.in_flight.clear();
+        }
     }
 
     /// Signs every control command with `signer`.
@@ -285,15 +323,8 @@ impl Sink for KafkaSink {
 
     fn flush(&mut self) -> Result<(), SinkError> {
         let started = std::time::Instant::now();
-        let result = self.outbox.commit(&self.activity);
-        if let Some(changelog) = self.changelog.as_mut() {
-            let batch = std::mem::take(&mut changelog.batch);
-            if let (Ok(true), Some(pending)) = (&result, changelog.pending.as_mut()) {
-                pending.add(batch);
-            }
-        }
-        let committed = result.map_err(sink_error)?;
-        if let (true, Some(histogram)) = (committed, &self.commit_seconds) {
+        let committed = self.outbox.commit(&self.activity).map_err(sink_error)?;
+        if let (Committed::Durable | Committed::InFlight, Some(histogram)) = (committed, &self.commit_seconds) {
             histogram.observe(started.elapsed());
         }
         Ok(())

@@ -125,6 +125,9 @@ pub struct KafkaSource {
     /// How long the next batch runs.
     window: Duration,
     batch: Batch,
+    /// The first offsets of the batch whose outputs are in flight (at least
+    /// once): a rewind goes back to them until it lands.
+    in_flight: Vec<(Feed, i32, i64)>,
     signal_credit: u32,
 }
 
@@ -157,6 +160,7 @@ impl KafkaSource {
             limits,
             window: limits.interval,
             batch: Batch::default(),
+            in_flight: Vec::new(),
             signal_credit: 0,
         }
     }
@@ -166,11 +170,30 @@ impl KafkaSource {
         self.batch.records
     }
 
-    /// Seeks every partition read in this batch back to the batch's first
-    /// offset: the position of the last commit. Partitions no longer
-    /// assigned are skipped; their next owner starts from the commit.
+    /// The batch that just ended is in flight: a rewind still goes back to
+    /// its start.
+    pub fn mark_in_flight(&mut self) {
+        self.in_flight = std::mem::take(&mut self.batch.starts);
+    }
+
+    /// The batch in flight landed.
+    pub fn landed(&mut self) {
+        self.in_flight.clear();
+    }
+
+    /// Seeks every partition read since the last commit (in the batch in
+    /// flight or in this one) back to its first offset since: the position
+    /// of the last commit. Partitions no longer assigned are skipped; their
+    /// next owner starts from the commit.
     pub fn rewind(&mut self) {
-        for (feed, partition, offset) in self.batch.starts.drain(..) {
+        let mut starts = std::mem::take(&mut self.in_flight);
+        for start in self.batch.starts.drain(..) {
+            // The batch in flight read each partition earlier.
+            if !starts.iter().any(|(f, p, _)| (*f, *p) == (start.0, start.1)) {
+                starts.push(start);
+            }
+        }
+        for (feed, partition, offset) in starts {
             let result = match feed {
                 Feed::Activity => self.activity.seek(&self.activity_topic, partition, Offset::Offset(offset), SEEK_TIMEOUT),
                 Feed::Signals => match &self.signals {
