@@ -337,15 +337,20 @@ mod tests {
         rolled_back_batches_leave_no_trace(true);
     }
 
-    fn rolled_back_batches_leave_no_trace(restored: bool) {
+    /// A small workload, and a pipeline with a short memory, so that
+    /// sweeps forget agents, tasks and credentials mid-batch.
+    fn forgetful_run() -> (Vec<String>, fn() -> Pipeline) {
         let spec = WorkloadSpec { tenants: 2, agents_per_tenant: 4, tasks_per_agent: 3, actions_per_task: 12, ..WorkloadSpec::default() };
-        let lines = generate(&spec);
-        // A short memory, so that sweeps forget agents, tasks and credentials mid-batch.
         let forgetful = || {
             let mut p = pipeline(None);
             p.state.config = StateConfig { agent_idle_s: 90, task_retention_s: 1, sweep_every_s: 1, ..StateConfig::default() };
             p
         };
+        (generate(&spec), forgetful)
+    }
+
+    fn rolled_back_batches_leave_no_trace(restored: bool) {
+        let (lines, forgetful) = forgetful_run();
         let whole = decide(&mut forgetful(), &lines);
 
         let mut p = forgetful();
@@ -376,13 +381,7 @@ mod tests {
     /// the second.
     #[test]
     fn a_batch_in_flight_rolls_back_with_the_next_until_it_lands() {
-        let spec = WorkloadSpec { tenants: 2, agents_per_tenant: 4, tasks_per_agent: 3, actions_per_task: 12, ..WorkloadSpec::default() };
-        let lines = generate(&spec);
-        let forgetful = || {
-            let mut p = pipeline(None);
-            p.state.config = StateConfig { agent_idle_s: 90, task_retention_s: 1, sweep_every_s: 1, ..StateConfig::default() };
-            p
-        };
+        let (lines, forgetful) = forgetful_run();
         let whole = decide(&mut forgetful(), &lines);
         let seen = |p: &Pipeline| (p.state.clone().snapshot(0), watched(&p.state));
 
