@@ -366,9 +366,8 @@ fn scenario(args: &Args, brokers: &str, delivery: Delivery, pass_through: bool, 
         read(&consumer, epoch, &mut seen, Duration::from_millis(50));
     }
     // ... and every worker has taken records from the partitions it now
-    // holds: the first records of a newly assigned partition reach their
-    // worker about 300 ms late, once (BENCHMARKS.md), and that is the
-    // rebalance's cost, not the steady state's.
+    // holds, so that the timed load measures the steady state, not the
+    // rebalance.
     if let Err(error) = warm(&producer, &consumer, &config.topics.activity, templates, epoch, &mut seen, warm_until) {
         shutdown.store(true, Ordering::Relaxed);
         return Err(error);

@@ -34,6 +34,7 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a worker logs its shadow ruleset's divergences.
 const SHADOW_SUMMARY_EVERY: Duration = Duration::from_secs(60);
 const INIT_TIMEOUT: Duration = Duration::from_secs(30);
+const WAKE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The counts as of the last commit, and as of the end of the batch in
 /// flight if there is one (at least once); the state keeps its own journal
@@ -334,6 +335,7 @@ impl Clients {
             if let Err(error) = self.activity.resume(&list) {
                 return Err(Served::Rebuild(format!("cannot resume assigned partitions: {error}")));
             }
+            self.wake_fetcher(change.assigned[0]);
         }
         self.sink.set_held(held);
         if let Some(pipeline) = pipeline.as_deref_mut() {
@@ -346,6 +348,17 @@ impl Clients {
         }
         self.metrics.set_phase(Phase::Assigned(held.len()));
         Ok(())
+    }
+
+    /// Asks the broker for the ends of `partition`, and so wakes the
+    /// consumer's fetcher. A worker that held no partitions has a fetcher
+    /// asleep, and librdkafka does not wake it for partitions that start
+    /// fetching: their first records would come up to a second late
+    /// (BENCHMARKS.md, "The first fetch after a rebalance").
+    fn wake_fetcher(&self, partition: i32) {
+        if let Err(error) = self.activity.fetch_watermarks(&self.config.topics.activity, partition, WAKE_TIMEOUT) {
+            tracing::debug!(worker = self.index, partition, %error, "fetcher not woken; it wakes by itself within a second");
+        }
     }
 
     fn broken(&self) -> bool {
