@@ -67,7 +67,6 @@ impl ConsumerContext for ClientLog {}
 #[derive(Debug)]
 pub(crate) struct DeliveryLog {
     pub worker: usize,
-    pub failures: AtomicU64,
     /// Outputs the broker acknowledged or refused, all told.
     settled: AtomicU64,
     /// Per batch, by the parity of its sequence number: settled, refused.
@@ -114,7 +113,6 @@ impl DeliveryLog {
     pub fn new(worker: usize) -> DeliveryLog {
         DeliveryLog {
             worker,
-            failures: AtomicU64::new(0),
             settled: AtomicU64::new(0),
             batches: Default::default(),
             waiting: AtomicBool::new(false),
@@ -199,7 +197,6 @@ impl ProducerContext for DeliveryLog {
         let (settled, refused) = &self.batches[(batch % 2) as usize];
         if let Err((error, message)) = result {
             use rdkafka::Message;
-            self.failures.fetch_add(1, Ordering::Relaxed);
             refused.add(batch);
             tracing::warn!(worker = self.worker, topic = message.topic(), error = %error, "output not delivered");
         }
