@@ -3,8 +3,12 @@
 //! (assigned, since a signal applies wherever the agent it names lives).
 //!
 //! The source cuts the stream into batches: it ends one (returns
-//! `Ok(false)`) when its window has passed since the batch's first record,
-//! when the batch is full, or after a quiet spell with nothing in it.
+//! `Ok(false)`) when its window has passed, when the batch is full, or
+//! after a quiet spell with nothing in it. The window counts from the
+//! batch's first record or, if that record was already waiting, from the
+//! end of the batch before: records that came while the worker committed
+//! have waited since then, and a commit interval counts from the last
+//! commit.
 //! [`crate::pipeline::run`] then flushes the sink, which commits the batch,
 //! and the worker starts the next run. A batch is the unit of commit and of
 //! rewind.
@@ -125,6 +129,8 @@ pub struct KafkaSource {
     /// How long the next batch runs.
     window: Duration,
     batch: Batch,
+    /// When the last batch ended.
+    ended: Option<Instant>,
     /// The first offsets of the batch whose outputs are in flight (at least
     /// once): a rewind goes back to them until it lands.
     in_flight: Vec<(Feed, i32, i64)>,
@@ -160,6 +166,7 @@ impl KafkaSource {
             limits,
             window: limits.interval,
             batch: Batch::default(),
+            ended: None,
             in_flight: Vec::new(),
             signal_credit: 0,
         }
@@ -212,13 +219,15 @@ impl KafkaSource {
     fn end_batch(&mut self) -> Result<bool, SourceError> {
         let batch = &mut self.batch;
         batch.ended = true;
+        self.ended = Some(Instant::now());
         if let Some(started) = batch.started {
             self.window = self.limits.next_window(self.window, started.elapsed(), batch.idle);
         }
         Ok(false)
     }
 
-    fn take(&mut self, feed: Feed, message: &BorrowedMessage<'_>, record: &mut Record) {
+    /// Hands out `message`; `waited` says whether the poll waited for it.
+    fn take(&mut self, feed: Feed, message: &BorrowedMessage<'_>, record: &mut Record, waited: bool) {
         record.payload.clear();
         record.payload.extend_from_slice(message.payload().unwrap_or_default());
         if record.origin.source != message.topic() {
@@ -232,7 +241,10 @@ impl KafkaSource {
         }
         let batch = &mut self.batch;
         if batch.records == 0 {
-            batch.started = Some(Instant::now());
+            batch.started = Some(match self.ended {
+                Some(ended) if !waited => ended,
+                _ => Instant::now(),
+            });
         }
         batch.records += 1;
         let partition = message.partition();
@@ -247,7 +259,7 @@ impl KafkaSource {
         let Some(signals) = self.signals.clone() else { return Ok(false) };
         match signals.poll(Duration::ZERO) {
             Some(Ok(message)) => {
-                self.take(Feed::Signals, &message, record);
+                self.take(Feed::Signals, &message, record, false);
                 Ok(true)
             }
             Some(Err(error)) => self.consumer_error("signals", error).map(|()| false),
@@ -310,7 +322,7 @@ impl Source for KafkaSource {
             match message {
                 Some(Ok(message)) => {
                     self.signal_credit = self.signal_credit.saturating_sub(1);
-                    self.take(Feed::Activity, &message, record);
+                    self.take(Feed::Activity, &message, record, waited >= WAIT);
                     return Ok(true);
                 }
                 Some(Err(error)) => self.consumer_error("activity", error)?,
