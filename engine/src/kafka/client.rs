@@ -344,4 +344,3 @@ pub(crate) fn idempotent_producer(config: &KafkaConfig, client_id: &str) -> Clie
         .set("linger.ms", "1");
     finish(client, config, &config.producer_properties)
 }
-

@@ -471,8 +471,14 @@ impl Outbox {
     /// rather than polling for it in 100 ms steps.
     fn settle(&self) -> Result<(), OutboxFailure> {
         let sent = self.sent.load(Ordering::Relaxed);
+        self.wait_for_reports(|log| log.wait_settled(sent, CALL_TIMEOUT))
+    }
+
+    /// Retries `wait` (a wait on the delivery log that gives up after
+    /// [`CALL_TIMEOUT`]) as a flush that timed out.
+    fn wait_for_reports(&self, wait: impl Fn(&DeliveryLog) -> bool) -> Result<(), OutboxFailure> {
         self.retry("flush outputs", || {
-            if self.producer.context().wait_settled(sent, CALL_TIMEOUT) {
+            if wait(self.producer.context()) {
                 Ok(())
             } else {
                 Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut))
@@ -505,15 +511,8 @@ impl Outbox {
         activity: &BaseConsumer<C>,
         mode: CommitMode,
     ) -> Result<(), OutboxFailure> {
-        let log = self.producer.context();
-        self.retry("flush outputs", || {
-            if log.wait_batch_settled(flight.seq, flight.sent, CALL_TIMEOUT) {
-                Ok(())
-            } else {
-                Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut))
-            }
-        })?;
-        let refused = log.batch_failures(flight.seq);
+        self.wait_for_reports(|log| log.wait_batch_settled(flight.seq, flight.sent, CALL_TIMEOUT))?;
+        let refused = self.producer.context().batch_failures(flight.seq);
         if refused > 0 {
             return Err(OutboxFailure::Aborted(format!("{refused} outputs were not delivered")));
         }

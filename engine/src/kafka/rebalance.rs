@@ -1,7 +1,8 @@
 //! The activity consumer's context: lands the batch in flight and aborts
 //! the open one before the group takes partitions away, so that the next
-//! owner neither misses nor repeats an output. It also tells the worker's metrics what the group assigned
-//! and how far behind each assigned partition is.
+//! owner neither misses nor repeats an output. It also tells the worker's
+//! metrics what the group assigned and how far behind each assigned
+//! partition is.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -8,10 +8,9 @@
 //! batch's first record or, if that record was already waiting, from the
 //! end of the batch before: records that came while the worker committed
 //! have waited since then, and a commit interval counts from the last
-//! commit.
-//! [`crate::pipeline::run`] then flushes the sink, which commits the batch,
-//! and the worker starts the next run. A batch is the unit of commit and of
-//! rewind.
+//! commit. [`crate::pipeline::run`] then flushes the sink, which commits
+//! the batch, and the worker starts the next run. A batch is the unit of
+//! commit and of rewind.
 //!
 //! The window is the commit interval while the worker keeps up with its
 //! input. A worker that is saturated (it spent under a tenth of its last
@@ -88,7 +87,9 @@ enum Feed {
 #[derive(Debug, Default)]
 struct Batch {
     records: usize,
-    /// When its first record came; it ends a window later.
+    /// When its window started: at its first record, or at the end of the
+    /// batch before if that record was already waiting. It ends a window
+    /// later.
     started: Option<Instant>,
     /// Time spent waiting for input since its first record.
     idle: Duration,
