@@ -5,6 +5,13 @@
 //! from the local checkpoint store (if it has one) and the changelog's
 //! tail before it decides anything there. The changelog is compacted: it
 //! keeps each entry's latest value, and a tombstone once the entry is gone.
+//!
+//! Each batch's changes to a partition end with a position record: the
+//! next input offset of that partition the state has decided. A rebuilt
+//! state is read up to the last position record and the worker reads its
+//! input from that position, so the state it decides with is exactly the
+//! fold of what came before. Changes after the last position record are a
+//! batch whose writing was cut short; they are left out.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,8 +33,24 @@ const POLL: Duration = Duration::from_millis(100);
 /// How long rebuilding may wait on a broker that does not answer.
 const REBUILD_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// The key of a partition's position record; no entry's key is one byte `p`.
+pub const POSITION_KEY: &[u8] = b"p";
+/// A position record's value for a partition whose position is not known.
+const UNKNOWN: i64 = -1;
+
 pub fn format_header() -> OwnedHeaders {
     OwnedHeaders::new_with_capacity(1).insert(Header { key: HEADER_FORMAT, value: Some(FORMAT_VERSION.to_string().as_bytes()) })
+}
+
+/// The record saying that `partition`'s state holds every input record
+/// before `position`.
+pub fn position_change(partition: i32, position: Option<i64>) -> Change {
+    Change { partition, key: POSITION_KEY.to_vec(), value: Some(position.unwrap_or(UNKNOWN).to_be_bytes().to_vec()) }
+}
+
+fn read_position(value: &[u8]) -> Option<i64> {
+    let position = i64::from_be_bytes(value.try_into().ok()?);
+    (position != UNKNOWN).then_some(position)
 }
 
 /// One partition's state, rebuilt.
@@ -42,6 +65,59 @@ pub struct Rebuilt {
     /// What the changelog had beyond the store: the store takes it at the
     /// next checkpoint. Empty without a store.
     pub tail: Vec<Change>,
+    /// The next input offset the state has decided, if known: where the
+    /// worker starts reading.
+    pub position: Option<i64>,
+    /// Changes after the last position record, left out.
+    pub unfinished: usize,
+}
+
+/// One partition's image as it is read: every change is applied at once,
+/// and what it replaced is kept until the next position record, to put
+/// back if the changelog ends before one.
+#[derive(Debug, Default)]
+struct Image {
+    entries: HashMap<Vec<u8>, Vec<u8>>,
+    /// Whether this partition's changelog has position records at all
+    /// (one written before them has none, and is taken whole).
+    positioned: bool,
+    /// Per entry changed since the last position record, its value before.
+    before: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// The length of the tail at the last position record.
+    tail_at_position: usize,
+}
+
+impl Image {
+    fn apply(&mut self, key: &[u8], value: Option<&[u8]>) {
+        let old = match value {
+            Some(value) => self.entries.insert(key.to_vec(), value.to_vec()),
+            None => self.entries.remove(key),
+        };
+        self.before.entry(key.to_vec()).or_insert(old);
+    }
+
+    fn positioned(&mut self, tail: usize) {
+        self.positioned = true;
+        self.before.clear();
+        self.tail_at_position = tail;
+    }
+
+    /// Puts back what came after the last position record; how many
+    /// entries that touched.
+    fn finish(&mut self, tail: &mut Vec<Change>) -> usize {
+        if !self.positioned {
+            return 0;
+        }
+        let unfinished = self.before.len();
+        for (key, old) in self.before.drain() {
+            match old {
+                Some(value) => drop(self.entries.insert(key, value)),
+                None => drop(self.entries.remove(&key)),
+            }
+        }
+        tail.truncate(self.tail_at_position);
+        unfinished
+    }
 }
 
 /// Changes committed since the last checkpoint, latest value per entry.
@@ -94,26 +170,31 @@ pub fn rebuild(
             Default::default()
         }
     };
-    let mut images: BTreeMap<i32, HashMap<Vec<u8>, Vec<u8>>> = BTreeMap::new();
+    let mut images: BTreeMap<i32, Image> = BTreeMap::new();
     let mut rebuilt: BTreeMap<i32, Rebuilt> = BTreeMap::new();
     let mut assignment = TopicPartitionList::with_capacity(partitions.len());
     for &partition in partitions {
         let mut from = Offset::Beginning;
-        let mut image = HashMap::new();
+        let mut image = Image::default();
         let mut from_store = 0;
-        if let (Some(store), Some(&position)) = (store, positions.get(&(topic.clone(), partition))) {
+        let mut position = None;
+        if let (Some(store), Some(&offset)) = (store, positions.get(&(topic.clone(), partition))) {
             match store.load_partition(partition) {
                 Ok(entries) => {
                     from_store = entries.len();
-                    image.extend(entries);
-                    from = Offset::Offset(position);
+                    image.entries.extend(entries);
+                    if let Some(value) = image.entries.remove(POSITION_KEY) {
+                        image.positioned(0);
+                        position = read_position(&value);
+                    }
+                    from = Offset::Offset(offset);
                 }
                 Err(error) => tracing::error!(worker, partition, %error, "stored state unreadable; rebuilding it from the changelog"),
             }
         }
         assignment.add_partition_offset(topic, partition, from).map_err(|e| unavailable(&e))?;
         images.insert(partition, image);
-        rebuilt.insert(partition, Rebuilt { partition, from_store, ..Rebuilt::default() });
+        rebuilt.insert(partition, Rebuilt { partition, from_store, position, ..Rebuilt::default() });
     }
     let reader: BaseConsumer<ClientLog> = client::changelog_reader(config, worker)
         .create_with_context(ClientLog { worker, role: "changelog reader" })
@@ -151,14 +232,16 @@ pub fn rebuild(
                 }
                 let Some(key) = message.key() else { continue };
                 let (Some(image), Some(out)) = (images.get_mut(&partition), rebuilt.get_mut(&partition)) else { continue };
-                match message.payload() {
-                    Some(value) => drop(image.insert(key.to_vec(), value.to_vec())),
-                    None => drop(image.remove(key)),
-                }
                 out.from_changelog += 1;
                 // Only a local store takes the tail; without one it is not copied.
                 if store.is_some() {
                     out.tail.push(Change { partition, key: key.to_vec(), value: message.payload().map(<[u8]>::to_vec) });
+                }
+                if key == POSITION_KEY {
+                    out.position = message.payload().and_then(read_position);
+                    image.positioned(out.tail.len());
+                } else {
+                    image.apply(key, message.payload());
                 }
             }
         }
@@ -166,8 +249,90 @@ pub fn rebuild(
     Ok(rebuilt
         .into_values()
         .map(|mut r| {
-            r.entries = images.remove(&r.partition).unwrap_or_default().into_iter().collect();
+            let mut image = images.remove(&r.partition).unwrap_or_default();
+            r.unfinished = image.finish(&mut r.tail);
+            r.entries = image.entries.into_iter().collect();
             r
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(key: &str, value: Option<&str>) -> Change {
+        Change { partition: 0, key: key.as_bytes().to_vec(), value: value.map(|v| v.as_bytes().to_vec()) }
+    }
+
+    type Read = (Vec<(String, String)>, Vec<Change>, Option<i64>, usize);
+
+    /// Reads `records` as `rebuild` does, from an image that holds `start`:
+    /// the entries, the tail, the position and how many entries were left out.
+    fn read(start: &[(&str, &str)], records: &[Change]) -> Read {
+        let mut image = Image::default();
+        image.entries.extend(start.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())));
+        let (mut tail, mut position) = (Vec::new(), None);
+        for record in records {
+            tail.push(record.clone());
+            if record.key == POSITION_KEY {
+                position = record.value.as_deref().and_then(read_position);
+                image.positioned(tail.len());
+            } else {
+                image.apply(&record.key, record.value.as_deref());
+            }
+        }
+        let unfinished = image.finish(&mut tail);
+        let mut entries: Vec<(String, String)> = image
+            .entries
+            .into_iter()
+            .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), String::from_utf8_lossy(&v).into_owned()))
+            .collect();
+        entries.sort();
+        (entries, tail, position, unfinished)
+    }
+
+    #[test]
+    fn changes_after_the_last_position_are_left_out() {
+        let records = [
+            change("a", Some("1")),
+            change("b", Some("1")),
+            position_change(0, Some(10)),
+            change("a", Some("2")),
+            change("b", None),
+            change("c", Some("1")),
+        ];
+        let (entries, tail, position, unfinished) = read(&[], &records);
+        assert_eq!(entries, [("a".into(), "1".into()), ("b".into(), "1".into())]);
+        assert_eq!(tail, records[..3]);
+        assert_eq!(position, Some(10));
+        assert_eq!(unfinished, 3);
+    }
+
+    #[test]
+    fn a_finished_batch_is_taken_whole() {
+        let records = [change("a", Some("2")), change("b", None), position_change(0, Some(12))];
+        let (entries, tail, position, unfinished) = read(&[("a", "1"), ("b", "1")], &records);
+        assert_eq!(entries, [("a".into(), "2".into())]);
+        assert_eq!(tail.len(), 3);
+        assert_eq!((position, unfinished), (Some(12), 0));
+    }
+
+    /// A changelog written before position records is taken as it is.
+    #[test]
+    fn a_changelog_without_positions_is_taken_whole() {
+        let (entries, tail, position, unfinished) = read(&[], &[change("a", Some("1")), change("b", Some("1"))]);
+        assert_eq!(entries.len(), 2);
+        assert_eq!(tail.len(), 2);
+        assert_eq!((position, unfinished), (None, 0));
+    }
+
+    #[test]
+    fn a_position_not_known_reads_as_none() {
+        let unknown = position_change(3, None);
+        assert_eq!((unknown.partition, unknown.key.as_slice()), (3, POSITION_KEY));
+        assert_eq!(unknown.value.as_deref().and_then(read_position), None);
+        assert_eq!(position_change(3, Some(0)).value.as_deref().and_then(read_position), Some(0));
+        assert_eq!(read_position(b"short"), None);
+    }
 }

@@ -11,12 +11,22 @@
 //! broker, and a failure goes back two batches: the one in flight and the
 //! open one.
 //!
+//! The state changes of a batch go to the changelog with a record of where
+//! each held partition's input stands (its position). Exactly once they are
+//! in the batch's transaction. At least once they are sent only once every
+//! output of their batch landed, with the batch after it: so a position on
+//! the changelog never runs ahead of the outputs, and a worker that
+//! rebuilds a partition's state starts reading where that state ends,
+//! neither deciding a record against a state that already holds it nor
+//! losing an output.
+//!
 //! The sink and the consumer's rebalance callback share it: when partitions
-//! are taken away, the open batch is aborted before they go (its state
-//! changes are not on the changelog yet), so the next owner starts from
-//! the last commit, with the state that commit left, and this worker goes
-//! back to it too.
+//! are taken away, the batch in flight lands with its state changes and the
+//! open batch is aborted before they go (its state changes are not on the
+//! changelog yet), so the next owner starts from the last commit, with the
+//! state that commit left, and this worker goes back to it too.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -28,9 +38,11 @@ use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::backoff::Backoff;
+use super::changelog::{format_header, position_change};
 use super::client::{ClientLog, DeliveryLog};
-use crate::config::Delivery;
+use crate::config::{Delivery, Topics};
 use crate::source::Origin;
+use crate::state::Change;
 
 pub(crate) type OutputProducer = ThreadedProducer<DeliveryLog>;
 pub(crate) type SignalsConsumer = BaseConsumer<ClientLog>;
@@ -94,6 +106,10 @@ impl Positions {
         }
     }
 
+    fn next(&self, partition: i32) -> Option<i64> {
+        self.0.iter().find(|(p, _)| *p == partition).map(|(_, next)| *next)
+    }
+
     fn list(&self, topic: &str) -> KafkaResult<TopicPartitionList> {
         let mut list = TopicPartitionList::with_capacity(self.0.len());
         for &(partition, next) in &self.0 {
@@ -124,6 +140,10 @@ struct InFlight {
     sent: u64,
     activity: Positions,
     signals: Positions,
+    /// Its state changes, sent once it lands.
+    changes: Vec<Change>,
+    /// The changes of the batch before it, sent with it: durable once it lands.
+    carried: Vec<Change>,
 }
 
 #[derive(Debug, Default)]
@@ -144,6 +164,16 @@ struct Batch {
     /// the last commit.
     interrupt: Option<OutboxFailure>,
     membership: Membership,
+    /// The open batch's state changes: in its transaction already (exactly
+    /// once), or held until its outputs land (at least once).
+    changes: Vec<Change>,
+    /// Changes of landed batches not sent yet, oldest first.
+    due: Vec<Change>,
+    /// Changes the broker has, for the local store to take.
+    durable: Vec<Change>,
+    /// How far the input of each held partition is decided, as of the last
+    /// batch that landed (`None`: not known, nothing read yet).
+    positions: BTreeMap<i32, Option<i64>>,
 }
 
 /// The worker's signals consumer and the group its positions commit under.
@@ -158,6 +188,8 @@ pub(crate) struct Outbox {
     producer: OutputProducer,
     activity_topic: String,
     signals_topic: String,
+    /// Where state changes go; none for a worker without state.
+    changelog: Option<String>,
     signals: Option<SignalsFeed>,
     batch: Mutex<Batch>,
     fatal: AtomicBool,
@@ -200,8 +232,8 @@ impl Outbox {
         worker: usize,
         delivery: Delivery,
         producer: OutputProducer,
-        activity_topic: &str,
-        signals_topic: &str,
+        topics: &Topics,
+        stateful: bool,
         signals: Option<SignalsFeed>,
         shutdown: Arc<AtomicBool>,
     ) -> Outbox {
@@ -209,8 +241,9 @@ impl Outbox {
             worker,
             delivery,
             producer,
-            activity_topic: activity_topic.to_owned(),
-            signals_topic: signals_topic.to_owned(),
+            activity_topic: topics.activity.clone(),
+            signals_topic: topics.signals.clone(),
+            changelog: stateful.then(|| topics.changelog.clone()),
             signals,
             batch: Mutex::new(Batch::default()),
             fatal: AtomicBool::new(false),
@@ -308,14 +341,7 @@ impl Outbox {
     pub fn record(&self, origin: &Origin) -> Result<(), OutboxFailure> {
         let mut batch = self.lock();
         if !batch.open {
-            if self.delivery == Delivery::ExactlyOnce {
-                self.producer.begin_transaction().map_err(|e| self.fail("begin transaction", &e))?;
-            }
-            batch.open = true;
-            batch.seq += 1;
-            batch.sent_before = self.sent.load(Ordering::Relaxed);
-            self.seq.store(batch.seq, Ordering::Relaxed);
-            self.producer.context().start_batch(batch.seq);
+            self.open_locked(&mut batch)?;
         }
         if origin.source == self.activity_topic {
             batch.activity.advance(origin.partition, origin.offset);
@@ -323,6 +349,85 @@ impl Outbox {
             batch.signals.advance(origin.partition, origin.offset);
         }
         Ok(())
+    }
+
+    fn open_locked(&self, batch: &mut Batch) -> Result<(), OutboxFailure> {
+        if self.delivery == Delivery::ExactlyOnce {
+            self.producer.begin_transaction().map_err(|e| self.fail("begin transaction", &e))?;
+        }
+        batch.open = true;
+        batch.seq += 1;
+        batch.sent_before = self.sent.load(Ordering::Relaxed);
+        self.seq.store(batch.seq, Ordering::Relaxed);
+        self.producer.context().start_batch(batch.seq);
+        Ok(())
+    }
+
+    /// The open batch's outputs are all sent (at least once): it is in
+    /// flight, carrying `carried`.
+    fn fly_locked(&self, batch: &mut Batch, carried: Vec<Change>) {
+        batch.open = false;
+        batch.in_flight = Some(InFlight {
+            seq: batch.seq,
+            sent: self.sent.load(Ordering::Relaxed) - batch.sent_before,
+            activity: std::mem::take(&mut batch.activity),
+            signals: std::mem::take(&mut batch.signals),
+            changes: std::mem::take(&mut batch.changes),
+            carried,
+        });
+    }
+
+    /// The worker now holds `partition`, its state decided up to
+    /// `position` (`None`: not known).
+    pub fn hold(&self, partition: i32, position: Option<i64>) {
+        self.lock().positions.insert(partition, position);
+    }
+
+    /// Changes the broker acknowledged since the last call.
+    pub fn take_durable(&self) -> Vec<Change> {
+        std::mem::take(&mut self.lock().durable)
+    }
+
+    /// Hands over the open batch's state changes, at its end: exactly once
+    /// they go into its transaction at once, followed by the position of
+    /// every held partition; at least once they wait for the batch to land.
+    pub fn changes(&self, changes: Vec<Change>) -> Result<(), OutboxFailure> {
+        let Some(topic) = self.changelog.as_deref() else { return Ok(()) };
+        let mut batch = self.lock();
+        let batch = &mut *batch;
+        let first = batch.changes.len();
+        batch.changes.extend(changes);
+        if self.delivery == Delivery::ExactlyOnce {
+            batch.changes.extend(positions_after(&batch.positions, &batch.activity));
+            for change in &batch.changes[first..] {
+                self.send_change(topic, change)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the changes due (at least once) with the open batch, or, with
+    /// none open, as a batch of their own, put in flight at once. Returns
+    /// what it sent, which the batch carries.
+    fn send_due_locked(&self, batch: &mut Batch) -> Result<Vec<Change>, OutboxFailure> {
+        let Some(topic) = self.changelog.as_deref() else { return Ok(Vec::new()) };
+        if batch.due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let alone = !batch.open;
+        if alone {
+            self.open_locked(batch)?;
+        }
+        let due = std::mem::take(&mut batch.due);
+        if let Err(failure) = due.iter().try_for_each(|change| self.send_change(topic, change)) {
+            batch.due = due;
+            return Err(failure);
+        }
+        if alone {
+            self.fly_locked(batch, due);
+            return Ok(Vec::new());
+        }
+        Ok(due)
     }
 
     /// Queues one output. Never waits for the broker, only for room in the
@@ -346,18 +451,13 @@ impl Outbox {
 
     /// Queues one change of state to its changelog partition; no value is
     /// a tombstone.
-    pub fn send_change(
-        &self,
-        topic: &str,
-        partition: i32,
-        key: &[u8],
-        value: Option<&[u8]>,
-        headers: OwnedHeaders,
-    ) -> Result<(), OutboxFailure> {
-        let mut record: Output<'_> =
-            BaseRecord::with_opaque_to(topic, self.batch_tag()).partition(partition).key(key).headers(headers);
-        if let Some(value) = value {
-            record = record.payload(value);
+    fn send_change(&self, topic: &str, change: &Change) -> Result<(), OutboxFailure> {
+        let mut record: Output<'_> = BaseRecord::with_opaque_to(topic, self.batch_tag())
+            .partition(change.partition)
+            .key(change.key.as_slice())
+            .headers(format_header());
+        if let Some(value) = &change.value {
+            record = record.payload(value.as_slice());
         }
         self.queue(record)
     }
@@ -406,21 +506,27 @@ impl Outbox {
     pub fn commit<C: ConsumerContext>(&self, activity: &BaseConsumer<C>) -> Result<Committed, OutboxFailure> {
         let mut batch = self.lock();
         let mut result = self.land_locked(&mut batch, activity, CommitMode::Async);
+        let mut carried = Vec::new();
         if result.is_ok() && batch.open && self.delivery == Delivery::ExactlyOnce {
             result = self.commit_transaction(&batch, activity);
+        }
+        if result.is_ok() && self.delivery == Delivery::AtLeastOnce {
+            result = self.send_due_locked(&mut batch).map(|sent| carried = sent);
         }
         match result {
             Ok(()) if !batch.open => Ok(Committed::Nothing),
             Ok(()) => {
-                batch.open = false;
-                let activity = std::mem::take(&mut batch.activity);
-                let signals = std::mem::take(&mut batch.signals);
                 self.commits.fetch_add(1, Ordering::Relaxed);
                 if self.delivery == Delivery::ExactlyOnce {
+                    let batch = &mut *batch;
+                    batch.open = false;
+                    advance(&mut batch.positions, &batch.activity);
+                    batch.activity.0.clear();
+                    batch.signals.0.clear();
+                    batch.durable.append(&mut batch.changes);
                     return Ok(Committed::Durable);
                 }
-                let sent = self.sent.load(Ordering::Relaxed) - batch.sent_before;
-                batch.in_flight = Some(InFlight { seq: batch.seq, sent, activity, signals });
+                self.fly_locked(&mut batch, carried);
                 Ok(Committed::InFlight)
             }
             Err(OutboxFailure::Aborted(reason)) => {
@@ -432,12 +538,13 @@ impl Outbox {
         }
     }
 
-    /// Makes the batch in flight durable, if there is one, without waiting
-    /// for the next commit: before a checkpoint, a rebalance or shutdown.
-    /// On failure the open batch is aborted too.
+    /// Makes the batch in flight durable, if there is one, and the state
+    /// changes it leaves, without waiting for the next commit: before a
+    /// checkpoint, a rebalance or shutdown. On failure the open batch is
+    /// aborted too.
     pub fn land<C: ConsumerContext>(&self, activity: &BaseConsumer<C>) -> Result<(), OutboxFailure> {
         let mut batch = self.lock();
-        match self.land_locked(&mut batch, activity, CommitMode::Sync) {
+        match self.drain_locked(&mut batch, activity) {
             Err(OutboxFailure::Aborted(reason)) => {
                 self.abort_locked(&mut batch)?;
                 Err(OutboxFailure::Aborted(reason))
@@ -486,6 +593,15 @@ impl Outbox {
         })
     }
 
+    /// Lands the batch in flight, then the state changes it leaves due, so
+    /// that the changelog holds every batch that landed. Between batches.
+    fn drain_locked<C: ConsumerContext>(&self, batch: &mut Batch, activity: &BaseConsumer<C>) -> Result<(), OutboxFailure> {
+        self.land_locked(batch, activity, CommitMode::Sync)?;
+        // The changes due go in flight on their own, and leave none due.
+        self.send_due_locked(batch)?;
+        self.land_locked(batch, activity, CommitMode::Sync)
+    }
+
     /// Lands the batch in flight, if there is one; a batch that does not
     /// land counts as aborted.
     fn land_locked<C: ConsumerContext>(
@@ -497,8 +613,20 @@ impl Outbox {
         let Some(flight) = batch.in_flight.take() else { return Ok(()) };
         let landed = self.land_flight(&flight, activity, mode);
         match landed {
-            Ok(()) => batch.landed = true,
-            Err(_) => drop(self.aborts.fetch_add(1, Ordering::Relaxed)),
+            Ok(()) => {
+                batch.landed = true;
+                advance(&mut batch.positions, &flight.activity);
+                batch.durable.extend(flight.carried);
+                if self.changelog.is_some() {
+                    batch.due.extend(flight.changes);
+                    batch.due.extend(positions_after(&batch.positions, &Positions::default()));
+                }
+            }
+            Err(_) => {
+                self.aborts.fetch_add(1, Ordering::Relaxed);
+                // What it carried may not have arrived: sent again, first.
+                batch.due.splice(0..0, flight.carried);
+            }
         }
         landed
     }
@@ -543,8 +671,10 @@ impl Outbox {
     fn abort_locked(&self, batch: &mut Batch) -> Result<(), OutboxFailure> {
         batch.activity.0.clear();
         batch.signals.0.clear();
-        if batch.in_flight.take().is_some() {
+        batch.changes.clear();
+        if let Some(flight) = batch.in_flight.take() {
             self.aborts.fetch_add(1, Ordering::Relaxed);
+            batch.due.splice(0..0, flight.carried);
         }
         if !batch.open {
             return Ok(());
@@ -564,13 +694,15 @@ impl Outbox {
     }
 
     /// Called by the rebalance callback before `partitions` are taken
-    /// away: the batch in flight lands, so that the next owner starts after
-    /// it, and the open batch is aborted.
+    /// away: the batch in flight lands and its state changes are written,
+    /// so that the next owner starts after it, and the open batch is
+    /// aborted.
     pub fn on_revoke<C: ConsumerContext>(&self, partitions: &[i32], activity: &BaseConsumer<C>) {
         let mut batch = self.lock();
-        if let Err(failure) = self.land_locked(&mut batch, activity, CommitMode::Sync) {
+        let landed = self.land_locked(&mut batch, activity, CommitMode::Sync);
+        if let Err(failure) = &landed {
             tracing::warn!(worker = self.worker, %failure, "the batch in flight did not land before partitions were revoked");
-            batch.interrupt = Some(failure);
+            batch.interrupt = Some(failure.clone());
         }
         if batch.open {
             let outcome = match self.abort_locked(&mut batch) {
@@ -579,6 +711,18 @@ impl Outbox {
             };
             tracing::info!(worker = self.worker, outcome = %outcome, "open batch aborted before partitions were revoked");
             batch.interrupt.get_or_insert(outcome);
+        }
+        if landed.is_ok() {
+            if let Err(failure) = self.drain_locked(&mut batch, activity) {
+                tracing::warn!(worker = self.worker, %failure, "state changes not written before partitions were revoked");
+                batch.interrupt.get_or_insert(failure);
+            }
+        }
+        // The next owner starts from the changelog as it is: changes of
+        // these partitions that did not make it would land after its own.
+        batch.due.retain(|c| !partitions.contains(&c.partition));
+        for partition in partitions {
+            batch.positions.remove(partition);
         }
         let membership = &mut batch.membership;
         for partition in partitions {
@@ -613,4 +757,16 @@ impl Outbox {
         }
         (!batch.membership.is_empty()).then_some(Ok(()))
     }
+}
+
+/// Takes in a landed batch's next offsets.
+fn advance(positions: &mut BTreeMap<i32, Option<i64>>, batch: &Positions) {
+    for &(partition, next) in &batch.0 {
+        positions.insert(partition, Some(next));
+    }
+}
+
+/// A position record for every held partition, with `batch` taken in.
+fn positions_after(positions: &BTreeMap<i32, Option<i64>>, batch: &Positions) -> Vec<Change> {
+    positions.iter().map(|(&partition, &position)| position_change(partition, batch.next(partition).or(position))).collect()
 }

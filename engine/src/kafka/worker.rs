@@ -35,6 +35,8 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 const SHADOW_SUMMARY_EVERY: Duration = Duration::from_secs(60);
 const INIT_TIMEOUT: Duration = Duration::from_secs(30);
 const WAKE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a seek to a rebuilt state's position may take.
+const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The counts as of the last commit, and as of the end of the batch in
 /// flight if there is one (at least once); the state keeps its own journal
@@ -204,8 +206,8 @@ impl Clients {
             index,
             config.delivery,
             producer,
-            &config.topics.activity,
-            &config.topics.signals,
+            &config.topics,
+            stateful,
             Some(signals),
             Arc::clone(shutdown),
         ));
@@ -234,7 +236,7 @@ impl Clients {
             .with_signer(signer.map(Arc::new))
             .with_commit_histogram(Arc::clone(&metrics.commit));
         if stateful {
-            sink = sink.with_changelog(&config.topics.changelog, store.is_some());
+            sink = sink.with_changelog(store.is_some());
         }
         if config.avro.outputs {
             let encoder = AvroEncoder::with_ids(config.avro.decision_id, config.avro.control_command_id)
@@ -316,9 +318,19 @@ impl Clients {
                         partition = part.partition,
                         from_store = part.from_store,
                         from_changelog = part.from_changelog,
+                        unfinished = part.unfinished,
+                        position = part.position,
                         ms = started.elapsed().as_millis() as u64,
                         "state rebuilt"
                     );
+                    // The input is read from where the state ends, which at
+                    // least once may be past the committed offset.
+                    self.outbox.hold(part.partition, part.position);
+                    if let Some(position) = part.position {
+                        self.activity
+                            .seek(&self.config.topics.activity, part.partition, Offset::Offset(position), SEEK_TIMEOUT)
+                            .map_err(|e| Served::Rebuild(format!("cannot seek partition {} to {position}: {e}", part.partition)))?;
+                    }
                     self.restored_from_store += part.from_store as u64;
                     self.restored_from_changelog += part.from_changelog as u64;
                     self.metrics.restored(part.from_store as u64, part.from_changelog as u64);
@@ -444,7 +456,6 @@ impl Clients {
                         Err(failure) => return Served::Rebuild(failure.to_string()),
                     }
                     self.source.rewind();
-                    self.sink.rollback();
                     if let (Some(pipeline), Some(saved)) = (pipeline.as_deref_mut(), saved.as_mut()) {
                         saved.restore(pipeline);
                     }
@@ -469,9 +480,6 @@ impl Clients {
         let in_flight = self.outbox.in_flight();
         if in_flight {
             self.source.mark_in_flight();
-            self.sink.mark_in_flight();
-        } else {
-            self.sink.mark();
         }
         if let (Some(pipeline), Some(saved)) = (pipeline, saved.as_mut()) {
             if in_flight {
@@ -487,7 +495,6 @@ impl Clients {
     /// The batch in flight landed: it can no longer be undone.
     fn landed(&mut self, pipeline: Option<&mut Pipeline>, saved: &mut Option<Saved>) {
         self.source.landed();
-        self.sink.landed();
         if let (Some(pipeline), Some(saved)) = (pipeline, saved.as_mut()) {
             saved.landed(pipeline);
             self.metrics.committed(&saved.stats);

@@ -19,13 +19,13 @@ use rdkafka::message::{Header, OwnedHeaders};
 
 use super::{Sink, SinkError};
 use crate::config::Topics;
-use crate::kafka::changelog::{format_header, Pending};
+use crate::kafka::changelog::Pending;
 use crate::kafka::outbox::{Committed, Outbox, OutboxFailure};
 use crate::kafka::rebalance::ActivityConsumer;
 use crate::pipeline::{DeadLetter, Outputs};
 use crate::source::kafka::LastInput;
 use crate::sign::Signer;
-use crate::state::{Change, State};
+use crate::state::State;
 use crate::source::{Origin, Record};
 use crate::decode::avro::AvroEncoder;
 use crate::verdict::{ControlCommand, Decision};
@@ -57,15 +57,12 @@ pub struct KafkaSink {
     avro: Option<Arc<AvroEncoder>>,
 }
 
-/// The changelog side of the sink: the partitions the worker holds, the
-/// changes of the open batch, and, with a local store, those of the batch
-/// in flight and the committed changes its next checkpoint writes.
+/// The changelog side of the sink: the partitions the worker holds and,
+/// with a local store, the changes the broker has that its next checkpoint
+/// writes.
 #[derive(Debug)]
 struct Changelog {
-    topic: String,
     held: Vec<i32>,
-    batch: Vec<Change>,
-    in_flight: Vec<Change>,
     pending: Option<Pending>,
 }
 
@@ -129,17 +126,10 @@ impl KafkaSink {
         }
     }
 
-    /// Writes the state's changes to `topic`; with `keep`, also keeps the
-    /// committed ones for the local store.
-    pub(crate) fn with_changelog(mut self, topic: &str, keep: bool) -> KafkaSink {
-        self.changelog =
-            Some(Changelog {
-                topic: topic.to_owned(),
-                held: Vec::new(),
-                batch: Vec::new(),
-                in_flight: Vec::new(),
-                pending: keep.then(Pending::default),
-            });
+    /// Writes the state's changes to the changelog (through the outbox);
+    /// with `keep`, also keeps those the broker has for the local store.
+    pub(crate) fn with_changelog(mut self, keep: bool) -> KafkaSink {
+        self.changelog = Some(Changelog { held: Vec::new(), pending: keep.then(Pending::default) });
         self
     }
 
@@ -150,39 +140,18 @@ impl KafkaSink {
         }
     }
 
-    /// Committed changes not yet in the local store.
+    /// Changes the broker has that are not yet in the local store.
     pub(crate) fn pending(&mut self) -> Option<&mut Pending> {
+        self.take_durable();
         self.changelog.as_mut().and_then(|c| c.pending.as_mut())
     }
 
-    /// The batch that just ended is committed: its changes wait for the
-    /// next checkpoint.
-    pub(crate) fn mark(&mut self) {
-        if let Some(Changelog { batch, pending: Some(pending), .. }) = self.changelog.as_mut() {
-            pending.add(std::mem::take(batch));
-        }
-    }
-
-    /// The batch that just ended is in flight: its changes wait for it to
-    /// land.
-    pub(crate) fn mark_in_flight(&mut self) {
-        if let Some(changelog) = self.changelog.as_mut() {
-            changelog.in_flight = std::mem::take(&mut changelog.batch);
-        }
-    }
-
-    /// The batch in flight landed.
-    pub(crate) fn landed(&mut self) {
-        if let Some(Changelog { in_flight, pending: Some(pending), .. }) = self.changelog.as_mut() {
-            pending.add(std::mem::take(in_flight));
-        }
-    }
-
-    /// Everything since the last commit is undone, the batch in flight too.
-    pub(crate) fn rollback(&mut self) {
-        if let Some(changelog) = self.changelog.as_mut() {
-            changelog.batch.clear();
-            changelog.in_flight.clear();
+    /// Takes what the outbox made durable: kept for the local store, if
+    /// there is one.
+    fn take_durable(&mut self) {
+        let durable = self.outbox.take_durable();
+        if let Some(Changelog { pending: Some(pending), .. }) = self.changelog.as_mut() {
+            pending.add(durable);
         }
     }
 
@@ -310,20 +279,13 @@ impl Sink for KafkaSink {
             return Ok(());
         }
         let changes = state.take_changes(&changelog.held);
-        for change in &changes {
-            self.outbox
-                .send_change(&changelog.topic, change.partition, &change.key, change.value.as_deref(), format_header())
-                .map_err(sink_error)?;
-        }
-        if changelog.pending.is_some() {
-            changelog.batch = changes;
-        }
-        Ok(())
+        self.outbox.changes(changes).map_err(sink_error)
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
         let started = std::time::Instant::now();
         let committed = self.outbox.commit(&self.activity).map_err(sink_error)?;
+        self.take_durable();
         if let (Committed::Durable | Committed::InFlight, Some(histogram)) = (committed, &self.commit_seconds) {
             histogram.observe(started.elapsed());
         }

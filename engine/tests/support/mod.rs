@@ -495,9 +495,9 @@ pub fn write_lines(path: &Path, lines: &[String]) {
     }
 }
 
-/// Runs the file engine (`vigil run --input`) on `lines`; its output files
-/// are in the returned folder.
-fn run_file_engine(lines: &[String]) -> tempfile::TempDir {
+/// Runs the file engine (`vigil run --input`) on `lines` with `rules`; its
+/// output files are in the returned folder.
+fn run_file_engine(lines: &[String], rules: RulesetSource) -> tempfile::TempDir {
     use vigil::pipeline::{self, Pipeline};
     use vigil::rules::RuleHost;
     use vigil::sink::jsonl::JsonlSink;
@@ -505,7 +505,7 @@ fn run_file_engine(lines: &[String]) -> tempfile::TempDir {
     use vigil::state::StateConfig;
 
     let dir = tempfile::tempdir().unwrap();
-    let mut pipeline = Pipeline::new(RuleHost::compile(RulesetSource::shipped().unwrap()).unwrap(), StateConfig::default());
+    let mut pipeline = Pipeline::new(RuleHost::compile(rules).unwrap(), StateConfig::default());
     let text = lines.join("\n").into_bytes();
     let mut source = JsonlSource::from_reader("input", Box::new(std::io::Cursor::new(text)));
     let mut sink = JsonlSink::create(dir.path()).unwrap();
@@ -522,13 +522,18 @@ fn lines_of(path: &Path) -> Vec<Vec<u8>> {
 /// `control.jsonl`, …) for `lines`, one entry per line: the file engine the
 /// Kafka engine must agree with.
 pub fn file_output(lines: &[String], file: &str) -> Vec<Vec<u8>> {
-    lines_of(&run_file_engine(lines).path().join(file))
+    lines_of(&run_file_engine(lines, RulesetSource::shipped().unwrap()).path().join(file))
 }
 
 /// Every output file of `vigil run --input` for `lines`, in the order of
 /// [`vigil::sink::jsonl::FILES`].
 pub fn file_outputs(lines: &[String]) -> Vec<Vec<Vec<u8>>> {
-    let dir = run_file_engine(lines);
+    file_outputs_with(lines, RulesetSource::shipped().unwrap())
+}
+
+/// [`file_outputs`] under `rules`.
+pub fn file_outputs_with(lines: &[String], rules: RulesetSource) -> Vec<Vec<Vec<u8>>> {
+    let dir = run_file_engine(lines, rules);
     vigil::sink::jsonl::FILES.iter().map(|name| lines_of(&dir.path().join(name))).collect()
 }
 
@@ -572,7 +577,12 @@ impl Subscribers {
 
 /// What the file engine writes for `lines`, sorted like [`Subscribers::sorted`].
 pub fn expected(lines: &[String]) -> Vec<Vec<Vec<u8>>> {
-    file_outputs(lines)
+    expected_with(lines, RulesetSource::shipped().unwrap())
+}
+
+/// [`expected`] under `rules`.
+pub fn expected_with(lines: &[String], rules: RulesetSource) -> Vec<Vec<Vec<u8>>> {
+    file_outputs_with(lines, rules)
         .into_iter()
         .take(3)
         .map(|mut file| {
