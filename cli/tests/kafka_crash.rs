@@ -14,34 +14,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use support::{config, decisions_for, expected_with, keyed_workload, repo_root, same, send, Broker, Subscribers, TestProducer};
+use support::{config, decisions_for, expected_with, keyed_workload, repo_root, rules_with_tally, same, send, Broker, Subscribers, TestProducer};
 use vigil::config::{Delivery, Span};
 use vigil::rules::RulesetSource;
 use vigil::workload::WorkloadSpec;
 
 const KILLS: usize = 5;
-
-/// Fires on every event with a score of 1 (a reason is only kept with a
-/// score), its message the agent's count of actions in the last hour.
-const TALLY_RULE: &str = r#"// id: tally
-// title: The agent's actions in the last hour
-// severity: low
-finding(1, `${agent.count("1h")} actions in the last hour`)
-"#;
-
-/// The shipped rules and [`TALLY_RULE`], in a folder under `dir`.
-fn rules_with_tally(dir: &std::path::Path) -> std::path::PathBuf {
-    let rules = dir.join("rules");
-    std::fs::create_dir_all(&rules).unwrap();
-    for entry in std::fs::read_dir(repo_root().join("rules")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            std::fs::copy(&path, rules.join(path.file_name().unwrap())).unwrap();
-        }
-    }
-    std::fs::write(rules.join("tally.rhai"), TALLY_RULE).unwrap();
-    rules
-}
 
 fn start(config_file: &std::path::Path, rules: &std::path::Path, log: &std::path::Path) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();

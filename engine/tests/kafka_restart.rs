@@ -1,6 +1,9 @@
 //! The broker goes away in the middle of a stream and comes back: the
 //! outputs a read_committed subscriber sees are complete, with no loss and
-//! no duplicate. This test stops and restarts its broker, so it always
+//! no duplicate. Then the engine is stopped and a new one (with no local
+//! store) decides the rest of the stream from the state it rebuilds from
+//! the changelog: what the outage made the first one write again, it wrote
+//! in order. This test stops and restarts its broker, so it always
 //! starts one of its own (even when `VIGIL_TEST_BROKERS` is set).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -9,8 +12,10 @@ mod support;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use support::{config, decide, deadline, event_ids, Broker, Collector, Engine, Input, TestProducer};
+use support::{config, deadline, event_ids, Broker, Collector, Engine, Input, TestProducer};
 use vigil::config::Delivery;
+use vigil::kafka::Work;
+use vigil::rules::RulesetSource;
 use vigil::workload::{generate, WorkloadSpec};
 
 
@@ -90,7 +95,9 @@ fn outage(kind: Outage, delivery: Delivery) {
         actions_per_task: 40,
         ..WorkloadSpec::default()
     });
-    let expected = support::file_output(&lines, "decisions.jsonl");
+    let rules_dir = tempfile::tempdir().unwrap();
+    let rules = RulesetSource::load(&support::rules_with_tally(rules_dir.path())).unwrap();
+    let expected = support::file_outputs_with(&lines, rules.clone()).swap_remove(0);
     let expected_ids = {
         let mut ids: Vec<String> = expected
             .iter()
@@ -100,7 +107,17 @@ fn outage(kind: Outage, delivery: Delivery) {
         ids
     };
 
-    let engine = Engine::start(&config, decide());
+    // The first engine sees the outage in the first part of the stream;
+    // the second decides the rest.
+    let (first, rest) = lines.split_at(lines.len() * 7 / 10);
+    let first_decisions = support::file_outputs_with(first, rules.clone())[0].len();
+    let decided = |records: &[support::Output], count: usize| {
+        let mut ids = event_ids(records);
+        ids.dedup();
+        ids.len() >= count
+    };
+
+    let engine = Engine::start(&config, Work::decide(rules.clone()));
     let producer = TestProducer::new(&broker.brokers);
     let mut decisions = Collector::new(&broker.brokers, &config.topics.decisions);
     let until = deadline(240);
@@ -108,7 +125,7 @@ fn outage(kind: Outage, delivery: Delivery) {
         // A steady stream, as from a gateway: it keeps producing while the
         // broker is away (its client queues) and catches up afterwards.
         scope.spawn(|| {
-            for chunk in lines.chunks(25) {
+            for chunk in first.chunks(25) {
                 producer.send(&config.topics.activity, &chunk.iter().map(|l| Input::keyed_json(l)).collect::<Vec<_>>());
                 std::thread::sleep(pace);
             }
@@ -126,12 +143,13 @@ fn outage(kind: Outage, delivery: Delivery) {
         broker.restart();
     });
     producer.flush();
-    decisions.until(until, |records| {
-        let mut ids = event_ids(records);
-        ids.dedup();
-        ids.len() >= expected.len()
-    });
-    let reports = engine.stop();
+    decisions.until(until, |records| decided(records, first_decisions));
+    let mut reports = engine.stop();
+    let engine = Engine::start(&config, Work::decide(rules));
+    producer.send(&config.topics.activity, &rest.iter().map(|l| Input::keyed_json(l)).collect::<Vec<_>>());
+    producer.flush();
+    decisions.until(until, |records| decided(records, expected.len()));
+    reports.extend(engine.stop());
     decisions.drain(until);
     let aborts: u64 = reports.iter().map(|r| r.aborts).sum();
     eprintln!(

@@ -548,6 +548,30 @@ pub fn sign_with_new_key(config: &mut KafkaConfig) -> (tempfile::TempDir, vigil:
     (dir, keys)
 }
 
+/// A rule for tests of the state: it fires on every event with a score of 1
+/// (a reason is only kept with a score), its message the agent's count of
+/// actions in the last hour. A state short of an event, or counting one
+/// twice, shows in every decision after it.
+const TALLY_RULE: &str = r#"// id: tally
+// title: The agent's actions in the last hour
+// severity: low
+finding(1, `${agent.count("1h")} actions in the last hour`)
+"#;
+
+/// The shipped rules and [`TALLY_RULE`], in a folder under `dir`.
+pub fn rules_with_tally(dir: &std::path::Path) -> std::path::PathBuf {
+    let rules = dir.join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    for entry in std::fs::read_dir(repo_root().join("rules")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, rules.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::write(rules.join("tally.rhai"), TALLY_RULE).unwrap();
+    rules
+}
+
 /// Decisions, alerts and control commands, as subscribers read them.
 pub struct Subscribers(Vec<Collector>);
 
