@@ -88,6 +88,31 @@ struct Image {
 }
 
 impl Image {
+    /// Starts from what the local store holds, its position record included.
+    fn load(&mut self, entries: Entries, out: &mut Rebuilt) {
+        out.from_store = entries.len();
+        self.entries.extend(entries);
+        if let Some(value) = self.entries.remove(POSITION_KEY) {
+            out.position = read_position(&value);
+            self.positioned(0);
+        }
+    }
+
+    /// Takes in one changelog record of `out`'s partition; with `keep_tail`
+    /// (a local store will take it), also keeps a copy in `out.tail`.
+    fn read(&mut self, out: &mut Rebuilt, key: &[u8], value: Option<&[u8]>, keep_tail: bool) {
+        out.from_changelog += 1;
+        if keep_tail {
+            out.tail.push(Change { partition: out.partition, key: key.to_vec(), value: value.map(<[u8]>::to_vec) });
+        }
+        if key == POSITION_KEY {
+            out.position = value.and_then(read_position);
+            self.positioned(out.tail.len());
+        } else {
+            self.apply(key, value);
+        }
+    }
+
     fn apply(&mut self, key: &[u8], value: Option<&[u8]>) {
         let old = match value {
             Some(value) => self.entries.insert(key.to_vec(), value.to_vec()),
@@ -107,21 +132,20 @@ impl Image {
         self.tail_at_position = tail;
     }
 
-    /// Puts back what came after the last position record; how many
-    /// entries that touched.
-    fn finish(&mut self, tail: &mut Vec<Change>) -> usize {
-        if !self.positioned {
-            return 0;
-        }
-        let unfinished = self.before.len();
-        for (key, old) in self.before.drain() {
-            match old {
-                Some(value) => drop(self.entries.insert(key, value)),
-                None => drop(self.entries.remove(&key)),
+    /// Puts back what came after the last position record, and hands the
+    /// entries to `out`.
+    fn finish(mut self, out: &mut Rebuilt) {
+        if self.positioned {
+            out.unfinished = self.before.len();
+            for (key, old) in self.before.drain() {
+                match old {
+                    Some(value) => drop(self.entries.insert(key, value)),
+                    None => drop(self.entries.remove(&key)),
+                }
             }
+            out.tail.truncate(self.tail_at_position);
         }
-        tail.truncate(self.tail_at_position);
-        unfinished
+        out.entries = self.entries.into_iter().collect();
     }
 }
 
@@ -181,17 +205,11 @@ pub fn rebuild(
     for &partition in partitions {
         let mut from = Offset::Beginning;
         let mut image = Image::default();
-        let mut from_store = 0;
-        let mut position = None;
+        let mut out = Rebuilt { partition, ..Rebuilt::default() };
         if let (Some(store), Some(&offset)) = (store, positions.get(&(topic.clone(), partition))) {
             match store.load_partition(partition) {
                 Ok(entries) => {
-                    from_store = entries.len();
-                    image.entries.extend(entries);
-                    if let Some(value) = image.entries.remove(POSITION_KEY) {
-                        image.positioned(0);
-                        position = read_position(&value);
-                    }
+                    image.load(entries, &mut out);
                     from = Offset::Offset(offset);
                 }
                 Err(error) => tracing::error!(worker, partition, %error, "stored state unreadable; rebuilding it from the changelog"),
@@ -199,7 +217,7 @@ pub fn rebuild(
         }
         assignment.add_partition_offset(topic, partition, from).map_err(|e| unavailable(&e))?;
         images.insert(partition, image);
-        rebuilt.insert(partition, Rebuilt { partition, from_store, position, ..Rebuilt::default() });
+        rebuilt.insert(partition, out);
     }
     let reader: BaseConsumer<ClientLog> = client::changelog_reader(config, worker)
         .create_with_context(ClientLog { worker, role: "changelog reader" })
@@ -237,26 +255,15 @@ pub fn rebuild(
                 }
                 let Some(key) = message.key() else { continue };
                 let (Some(image), Some(out)) = (images.get_mut(&partition), rebuilt.get_mut(&partition)) else { continue };
-                out.from_changelog += 1;
                 // Only a local store takes the tail; without one it is not copied.
-                if store.is_some() {
-                    out.tail.push(Change { partition, key: key.to_vec(), value: message.payload().map(<[u8]>::to_vec) });
-                }
-                if key == POSITION_KEY {
-                    out.position = message.payload().and_then(read_position);
-                    image.positioned(out.tail.len());
-                } else {
-                    image.apply(key, message.payload());
-                }
+                image.read(out, key, message.payload(), store.is_some());
             }
         }
     }
     Ok(rebuilt
         .into_values()
         .map(|mut r| {
-            let mut image = images.remove(&r.partition).unwrap_or_default();
-            r.unfinished = image.finish(&mut r.tail);
-            r.entries = image.entries.into_iter().collect();
+            images.remove(&r.partition).unwrap_or_default().finish(&mut r);
             r
         })
         .collect())
@@ -270,31 +277,23 @@ mod tests {
         Change { partition: 0, key: key.as_bytes().to_vec(), value: value.map(|v| v.as_bytes().to_vec()) }
     }
 
-    type Read = (Vec<(String, String)>, Vec<Change>, Option<i64>, usize);
+    fn entries(pairs: &[(&str, &str)]) -> Entries {
+        pairs.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())).collect()
+    }
 
-    /// Reads `records` as `rebuild` does, from an image that holds `start`:
-    /// the entries, the tail, the position and how many entries were left out.
-    fn read(start: &[(&str, &str)], records: &[Change]) -> Read {
-        let mut image = Image::default();
-        image.entries.extend(start.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())));
-        let (mut tail, mut position) = (Vec::new(), None);
-        for record in records {
-            tail.push(record.clone());
-            if record.key == POSITION_KEY {
-                position = record.value.as_deref().and_then(read_position);
-                image.positioned(tail.len());
-            } else {
-                image.apply(&record.key, record.value.as_deref());
-            }
+    /// Reads `records` as `rebuild` does, after what a store holds, if
+    /// anything; the entries come out sorted.
+    fn read(stored: Option<Entries>, records: &[Change]) -> Rebuilt {
+        let (mut image, mut out) = (Image::default(), Rebuilt::default());
+        if let Some(stored) = stored {
+            image.load(stored, &mut out);
         }
-        let unfinished = image.finish(&mut tail);
-        let mut entries: Vec<(String, String)> = image
-            .entries
-            .into_iter()
-            .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), String::from_utf8_lossy(&v).into_owned()))
-            .collect();
-        entries.sort();
-        (entries, tail, position, unfinished)
+        for record in records {
+            image.read(&mut out, &record.key, record.value.as_deref(), true);
+        }
+        image.finish(&mut out);
+        out.entries.sort();
+        out
     }
 
     #[test]
@@ -307,44 +306,42 @@ mod tests {
             change("b", None),
             change("c", Some("1")),
         ];
-        let (entries, tail, position, unfinished) = read(&[], &records);
-        assert_eq!(entries, [("a".into(), "1".into()), ("b".into(), "1".into())]);
-        assert_eq!(tail, records[..3]);
-        assert_eq!(position, Some(10));
-        assert_eq!(unfinished, 3);
+        let out = read(None, &records);
+        assert_eq!(out.entries, entries(&[("a", "1"), ("b", "1")]));
+        assert_eq!(out.tail, records[..3]);
+        assert_eq!(out.position, Some(10));
+        assert_eq!(out.unfinished, 3);
     }
 
     #[test]
     fn a_finished_batch_is_taken_whole() {
         let records = [change("a", Some("2")), change("b", None), position_change(0, Some(12))];
-        let (entries, tail, position, unfinished) = read(&[("a", "1"), ("b", "1")], &records);
-        assert_eq!(entries, [("a".into(), "2".into())]);
-        assert_eq!(tail.len(), 3);
-        assert_eq!((position, unfinished), (Some(12), 0));
+        let out = read(Some(entries(&[("a", "1"), ("b", "1")])), &records);
+        assert_eq!(out.entries, entries(&[("a", "2")]));
+        assert_eq!(out.tail.len(), 3);
+        assert_eq!((out.position, out.unfinished), (Some(12), 0));
     }
 
     /// A store that holds a position starts the image positioned: a tail
     /// with no position record of its own is a batch cut short.
     #[test]
     fn after_a_stored_position_an_unfinished_tail_is_left_out() {
-        let mut image = Image::default();
-        image.entries.insert(b"a".to_vec(), b"1".to_vec());
-        image.positioned(0);
-        let mut tail = vec![change("a", Some("2")), change("b", Some("1"))];
-        image.apply(b"a", Some(b"2"));
-        image.apply(b"b", Some(b"1"));
-        assert_eq!(image.finish(&mut tail), 2);
-        assert_eq!(image.entries.into_iter().collect::<Vec<_>>(), [(b"a".to_vec(), b"1".to_vec())]);
-        assert!(tail.is_empty());
+        let mut stored = entries(&[("a", "1")]);
+        let position = position_change(0, Some(7));
+        stored.push((position.key, position.value.unwrap_or_default()));
+        let out = read(Some(stored), &[change("a", Some("2")), change("b", Some("1"))]);
+        assert_eq!(out.entries, entries(&[("a", "1")]));
+        assert!(out.tail.is_empty());
+        assert_eq!((out.position, out.unfinished), (Some(7), 2));
     }
 
     /// A changelog written before position records is taken as it is.
     #[test]
     fn a_changelog_without_positions_is_taken_whole() {
-        let (entries, tail, position, unfinished) = read(&[], &[change("a", Some("1")), change("b", Some("1"))]);
-        assert_eq!(entries.len(), 2);
-        assert_eq!(tail.len(), 2);
-        assert_eq!((position, unfinished), (None, 0));
+        let out = read(None, &[change("a", Some("1")), change("b", Some("1"))]);
+        assert_eq!(out.entries.len(), 2);
+        assert_eq!(out.tail.len(), 2);
+        assert_eq!((out.position, out.unfinished), (None, 0));
     }
 
     #[test]

@@ -622,13 +622,16 @@ impl Outbox {
                     batch.due.extend(positions_after(&batch.positions, &Positions::default()));
                 }
             }
-            Err(_) => {
-                self.aborts.fetch_add(1, Ordering::Relaxed);
-                // What it carried may not have arrived: sent again, first.
-                batch.due.splice(0..0, flight.carried);
-            }
+            Err(_) => self.lost(batch, flight),
         }
         landed
+    }
+
+    /// A batch in flight that will not land counts as aborted. What it
+    /// carried may not have arrived: it is sent again, first.
+    fn lost(&self, batch: &mut Batch, flight: InFlight) {
+        self.aborts.fetch_add(1, Ordering::Relaxed);
+        batch.due.splice(0..0, flight.carried);
     }
 
     /// Waits until every output of `flight` settled, then commits its
@@ -673,8 +676,7 @@ impl Outbox {
         batch.signals.0.clear();
         batch.changes.clear();
         if let Some(flight) = batch.in_flight.take() {
-            self.aborts.fetch_add(1, Ordering::Relaxed);
-            batch.due.splice(0..0, flight.carried);
+            self.lost(batch, flight);
         }
         if !batch.open {
             return Ok(());
