@@ -165,7 +165,9 @@ impl Pipeline {
 
     /// Runs `candidate` beside the enforcing rules: its decisions come out as
     /// `shadow_decisions` with `mode: shadow` and never produce commands.
-    pub fn with_shadow(mut self, candidate: RuleHost) -> Pipeline {
+    /// The rules both have share their memos (see [`RuleHost::share_memos`]).
+    pub fn with_shadow(mut self, mut candidate: RuleHost) -> Pipeline {
+        candidate.share_memos(&self.rules);
         self.shadow = Some(candidate);
         self
     }

@@ -49,7 +49,8 @@ struct CompiledRule {
     ast: AST,
     /// Bit `k` set when the rule runs on `EventKind::ALL[k]`.
     kinds: u16,
-    memo: Memo,
+    /// Shared with the same rule of another host by [`RuleHost::share_memos`].
+    memo: Rc<RefCell<Memo>>,
 }
 
 /// The outcome of all rules on one event.
@@ -125,7 +126,12 @@ impl RuleHost {
                         rule.meta.kinds.iter().map(|k| 1u16 << kind_index(*k)).fold(0, |a, b| a | b)
                     };
                     let pure = !NOT_MEMOIZED.iter().any(|word| rule.text.contains(word));
-                    rules.push(CompiledRule { meta: rule.meta.clone(), ast, kinds, memo: Memo::new(pure) });
+                    rules.push(CompiledRule {
+                        meta: rule.meta.clone(),
+                        ast,
+                        kinds,
+                        memo: Rc::new(RefCell::new(Memo::new(pure))),
+                    });
                 }
                 Err(e) => errors.push(RuleError {
                     file: rule.file.clone(),
@@ -163,6 +169,26 @@ impl RuleHost {
         self.rules.iter().map(|r| &r.meta)
     }
 
+    /// Lets each rule that `with` also has (the same text, header and
+    /// limits) use `with`'s memo. An outcome depends only on the script and
+    /// its reads, so one tree serves both; two rulesets deciding the same
+    /// events (a replay's candidate and baseline) then walk one tree per
+    /// common rule, the second walk on memory the first has just touched,
+    /// and each learns from the other's scripts.
+    pub fn share_memos(&mut self, with: &RuleHost) {
+        if self.config().limits != with.config().limits {
+            return;
+        }
+        // `rules` and `source.rules` are in the same order: compile keeps it.
+        let RuleHost { rules, source, .. } = self;
+        for (rule, text) in rules.iter_mut().zip(&source.rules) {
+            let same = with.rules.iter().zip(&with.source.rules).find(|(r, t)| t.text == text.text && r.meta == rule.meta);
+            if let Some((shared, _)) = same {
+                rule.memo = Rc::clone(&shared.memo);
+            }
+        }
+    }
+
     /// Runs every rule that applies to `event.kind` on the state in `ctx`.
     pub fn evaluate(&mut self, event: &Rc<ActivityEvent>, ctx: &Context, out: &mut Evaluation) {
         out.reasons.clear();
@@ -171,11 +197,12 @@ impl RuleHost {
         let RuleHost { engine, rules, scope, frame, .. } = self;
         frame.borrow_mut().fill(event, ctx);
         for rule in rules.iter_mut().filter(|r| r.kinds & bit != 0) {
-            let known = rule.memo.recall(&frame.borrow());
-            if let Some(outcome) = known {
+            let mut memo = rule.memo.borrow_mut();
+            if let Some(outcome) = memo.recall(&frame.borrow()) {
                 emit(&rule.meta.id, outcome, out);
                 continue;
             }
+            drop(memo);
             let outcome = run(engine, scope, frame, rule);
             emit(&rule.meta.id, &outcome, out);
         }
@@ -211,7 +238,7 @@ fn run(engine: &Engine, scope: &mut Scope<'static>, frame: &SharedFrame, rule: &
         },
         Err(error) => Outcome::Fault(error),
     };
-    rule.memo.learn(&frame.trace, &outcome);
+    rule.memo.borrow_mut().learn(&frame.trace, &outcome);
     outcome
 }
 
@@ -260,7 +287,7 @@ mod tests {
             unreachable!("the shipped rules compile")
         };
         for rule in &mut scripted.rules {
-            rule.memo = Memo::new(false);
+            rule.memo = Rc::new(RefCell::new(Memo::new(false)));
         }
         let mut remembering = Pipeline::new(remembering, StateConfig::default());
         let mut scripted = Pipeline::new(scripted, StateConfig::default());
@@ -275,10 +302,55 @@ mod tests {
             assert_eq!(a.decisions, b.decisions, "{line}");
             assert_eq!(a.commands, b.commands, "{line}");
         }
-        let answered: u64 = remembering.rules().rules.iter().map(|r| r.memo.answered).sum();
+        let answered: u64 = remembering.rules().rules.iter().map(|r| r.memo.borrow().answered).sum();
         let asked = lines.len() as u64 * remembering.rules().rules.len() as u64;
         assert!(answered > asked / 4, "the memo answered only {answered} of about {asked} evaluations");
-        assert_eq!(scripted.rules().rules.iter().map(|r| r.memo.answered).sum::<u64>(), 0);
+        assert_eq!(scripted.rules().rules.iter().map(|r| r.memo.borrow().answered).sum::<u64>(), 0);
+    }
+
+    /// A candidate that changes one shipped rule's body (same header) and
+    /// shares memos with the shipped rules: it shares only the rules whose
+    /// text is the same, and both decide every demo event as they do alone.
+    #[test]
+    fn rules_sharing_memos_decide_as_they_do_alone() {
+        use crate::pipeline::{Outputs, Pipeline};
+        use crate::source::Record;
+        let Ok(shipped) = RulesetSource::shipped() else { unreachable!("the shipped rules load") };
+        let changed = "scope_drift.rhai";
+        let texts = shipped
+            .rules
+            .iter()
+            .map(|r| {
+                let text = if r.file.ends_with(changed) { r.text.replace("30 * outside", "31 * outside") } else { r.text.clone() };
+                (r.file.clone(), text)
+            })
+            .collect();
+        let Ok(candidate) = RulesetSource::from_texts(Path::new("rules"), None, texts) else { unreachable!("the changed rules load") };
+        assert_ne!(candidate.version, shipped.version);
+        let compile = |source: &RulesetSource| match RuleHost::compile(source.clone()) {
+            Ok(host) => host,
+            Err(e) => unreachable!("{e}"),
+        };
+        let (baseline, mut sharing) = (compile(&shipped), compile(&candidate));
+        sharing.share_memos(&baseline);
+        for (mine, theirs) in sharing.rules.iter().zip(&baseline.rules) {
+            assert_eq!(Rc::ptr_eq(&mine.memo, &theirs.memo), mine.meta.id != "scope_drift", "{}", mine.meta.id);
+        }
+        let mut pipelines = [baseline, sharing, compile(&shipped), compile(&candidate)]
+            .map(|host| Pipeline::new(host, StateConfig::default()));
+        let mut outs: [Outputs; 4] = Default::default();
+        let mut differ = 0;
+        for line in crate::workload::generate(&crate::workload::WorkloadSpec::default()) {
+            let record = Record { payload: line.into_bytes(), ..Record::default() };
+            for (pipeline, out) in pipelines.iter_mut().zip(&mut outs) {
+                out.clear();
+                pipeline.process(&record, out);
+            }
+            assert_eq!((&outs[0].decisions, &outs[0].commands), (&outs[2].decisions, &outs[2].commands));
+            assert_eq!((&outs[1].decisions, &outs[1].commands), (&outs[3].decisions, &outs[3].commands));
+            differ += usize::from(outs[0].decisions.first().map(|d| d.score) != outs[1].decisions.first().map(|d| d.score));
+        }
+        assert!(differ > 0, "the changed rule changed no decision, so the test shows nothing");
     }
 
     fn run(host: &mut RuleHost) -> Evaluation {

@@ -56,12 +56,16 @@ fn write_error(path: &std::path::Path) -> impl Fn(std::io::Error) -> ReplayError
 /// Runs until the channel closes; returns what it counted.
 pub fn run(spec: WorkerSpec, jobs: Receiver<Vec<Job>>) -> Result<Tally, ReplayError> {
     // A replay compares decisions and commands; it never reads alerts, and
-    // its state is never checkpointed.
-    let mut candidate = Pipeline::new(RuleHost::compile(spec.candidate)?, spec.state.clone()).without_alerts().without_changes();
-    let mut baseline = match spec.baseline {
-        Some(rules) => Some(Pipeline::new(RuleHost::compile(rules)?, spec.state).without_alerts().without_changes()),
-        None => None,
-    };
+    // its state is never checkpointed. The rules both rulesets have share
+    // their memos: the same events walk the same trees.
+    let mut rules = RuleHost::compile(spec.candidate)?;
+    let baseline_rules = spec.baseline.map(RuleHost::compile).transpose()?;
+    if let Some(baseline) = &baseline_rules {
+        rules.share_memos(baseline);
+    }
+    let mut candidate = Pipeline::new(rules, spec.state.clone()).without_alerts().without_changes();
+    let mut baseline =
+        baseline_rules.map(|rules| Pipeline::new(rules, spec.state).without_alerts().without_changes());
     let file = File::create(&spec.diff_part).map_err(write_error(&spec.diff_part))?;
     let mut diff = BufWriter::with_capacity(1 << 16, file);
     let mut tally = Tally::default();
