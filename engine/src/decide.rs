@@ -53,14 +53,15 @@ pub fn decision_id(event: &ActivityEvent) -> String {
 pub fn activity(
     event: &ActivityEvent,
     ctx: &Context,
-    eval: &Evaluation,
+    eval: Evaluation,
     config: &RulesetConfig,
     ruleset: &str,
     mode: Mode,
     state: &State,
 ) -> Outcome {
     let now = event.time;
-    let mut reasons = eval.reasons.clone();
+    let rule_score = eval.reasons.iter().map(|r| r.score).sum::<u32>().min(100);
+    let Evaluation { mut reasons, faults } = eval;
     let mut floor = Verdict::Allow;
     let mut raise = |verdict: Verdict, reason: Reason, reasons: &mut Vec<Reason>| {
         floor = floor.max(verdict);
@@ -112,8 +113,8 @@ pub fn activity(
         let message = format!("waiting for approval of step-up `{}`", p.decision_id);
         raise(Verdict::StepUp, builtin("pending_step_up", message), &mut reasons);
     }
-    if !eval.faults.is_empty() && config.fail_mode == FailMode::Closed && event.touches_non_public() {
-        let ids: Vec<&str> = eval.faults.iter().map(|f| f.rule.as_str()).collect();
+    if !faults.is_empty() && config.fail_mode == FailMode::Closed && event.touches_non_public() {
+        let ids: Vec<&str> = faults.iter().map(|f| f.rule.as_str()).collect();
         let message = format!("rule fault on non-public data ({}), failing closed", ids.join(", "));
         raise(Verdict::Deny, builtin("rule_fault", message), &mut reasons);
     }
@@ -121,7 +122,6 @@ pub fn activity(
         reasons.push(builtin("task_ended", "task ended; its live credentials are revoked".into()));
     }
 
-    let rule_score = eval.reasons.iter().map(|r| r.score).sum::<u32>().min(100);
     let verdict = verdict_for(rule_score, config).max(floor);
     let score = rule_score.max(threshold_of(verdict, config));
     let decision = Decision {
@@ -135,7 +135,7 @@ pub fn activity(
         decision: verdict,
         score,
         reasons,
-        faults: eval.faults.clone(),
+        faults,
         ruleset: ruleset.to_owned(),
         mode,
     };

@@ -131,12 +131,10 @@ pub struct Pipeline {
     owns_unknown: bool,
     /// Whether non-allow decisions come with their OCSF alert.
     alerts: bool,
-    eval: Evaluation,
     /// Where the enforcing ruleset's evaluation time goes, if anywhere.
     rule_eval_seconds: Option<std::sync::Arc<crate::metrics::Histogram>>,
     /// A candidate ruleset evaluated on the same state, never enforcing.
     shadow: Option<RuleHost>,
-    shadow_eval: Evaluation,
     /// The enforcing ruleset's folder, watched for hot reload.
     watch: Option<RuleWatch>,
     /// Rules published for every worker, and the generation running here.
@@ -153,10 +151,8 @@ impl Pipeline {
             avro: None,
             owns_unknown: true,
             alerts: true,
-            eval: Evaluation::default(),
             rule_eval_seconds: None,
             shadow: None,
-            shadow_eval: Evaluation::default(),
             watch: None,
             board: None,
             stats: Stats::default(),
@@ -375,20 +371,23 @@ impl Pipeline {
         self.stats.events += 1;
         let ctx = self.state.context(&event);
         let started = self.rule_eval_seconds.as_ref().map(|_| std::time::Instant::now());
-        self.rules.evaluate(&event, &ctx, &mut self.eval);
+        // The evaluation moves into the decision: its reasons are not copied.
+        let mut eval = Evaluation::default();
+        self.rules.evaluate(&event, &ctx, &mut eval);
         if let (Some(histogram), Some(started)) = (&self.rule_eval_seconds, started) {
             histogram.observe(started.elapsed());
         }
         let rules = &self.rules;
         let outcome =
-            decide::activity(&event, &ctx, &self.eval, rules.config(), rules.version(), self.mode, &self.state);
+            decide::activity(&event, &ctx, eval, rules.config(), rules.version(), self.mode, &self.state);
         if let Some(shadow) = self.shadow.as_mut() {
-            shadow.evaluate(&event, &ctx, &mut self.shadow_eval);
+            let mut eval = Evaluation::default();
+            shadow.evaluate(&event, &ctx, &mut eval);
             let shadow = &*shadow;
             let candidate = decide::activity(
                 &event,
                 &ctx,
-                &self.shadow_eval,
+                eval,
                 shadow.config(),
                 shadow.version(),
                 Mode::Shadow,
