@@ -52,6 +52,11 @@ pub struct ReplayArgs {
     /// Compare with the decisions a run recorded (`decisions.jsonl` of `vigil run`).
     #[arg(long, value_name = "FILE")]
     baseline_decisions: Option<PathBuf>,
+    /// Start both rulesets from a live engine's checkpoint store (its
+    /// `[checkpoint] dir`, or the store file in it; of a stopped engine, or
+    /// a copy) instead of an empty state. The input is what came after it.
+    #[arg(long, value_name = "PATH")]
+    from_checkpoint: Option<PathBuf>,
     /// Folder for summary.json, diff.jsonl and report.html.
     #[arg(long, value_name = "DIR", default_value = "vigil-replay")]
     out: PathBuf,
@@ -114,6 +119,7 @@ pub fn run(args: ReplayArgs) -> Result<(), Failure> {
         out: args.out.clone(),
         workers,
         state: StateConfig::default(),
+        checkpoint: args.from_checkpoint.clone(),
         progress: !args.no_progress,
     };
     let outcome = vigil_replay::replay(&config)?;

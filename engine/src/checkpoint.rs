@@ -97,6 +97,53 @@ pub fn restore(store: &dyn CheckpointStore, config: StateConfig) -> Result<(Stat
     Ok((state, stored.offsets))
 }
 
+/// A checkpoint as a replay starts from it: the state a live engine had
+/// stored, and where each partition's input stood.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    /// Each activity partition's state entries.
+    pub partitions: BTreeMap<i32, Entries>,
+    /// Each partition's next input offset: the first record the stored
+    /// state has not seen. Absent for a partition stored without one.
+    pub positions: BTreeMap<i32, i64>,
+    /// SHA-256 of every partition's entries and position, in order.
+    pub sha256: String,
+}
+
+/// Reads the store at `path` (a `[checkpoint] dir` or the store file in
+/// it) whole. A missing, unreadable or other-format store is refused. The
+/// store is locked while an engine has it open: read a stopped engine's
+/// store, or a copy.
+pub fn snapshot(path: &Path) -> Result<Snapshot, CheckpointError> {
+    use sha2::{Digest, Sha256};
+    let file = if path.is_dir() { path.join(crate::kafka::STORE_FILE) } else { path.to_path_buf() };
+    if !file.is_file() {
+        let reason = "no checkpoint store there".to_owned();
+        return Err(CheckpointError::Unreadable { path: file.display().to_string(), reason });
+    }
+    let stored = RedbStore::open(&file)?.load()?;
+    let mut snapshot = Snapshot::default();
+    let mut hasher = Sha256::new();
+    for (partition, mut entries) in stored.partitions {
+        hasher.update(partition.to_be_bytes());
+        for (key, value) in &entries {
+            for part in [key, value] {
+                hasher.update((part.len() as u64).to_be_bytes());
+                hasher.update(part);
+            }
+        }
+        let at = entries.iter().position(|(key, _)| key == crate::kafka::changelog::POSITION_KEY);
+        if let Some((_, value)) = at.map(|i| entries.remove(i)) {
+            if let Some(position) = crate::kafka::changelog::read_position(&value) {
+                snapshot.positions.insert(partition, position);
+            }
+        }
+        snapshot.partitions.insert(partition, entries);
+    }
+    snapshot.sha256 = hex::encode(hasher.finalize());
+    Ok(snapshot)
+}
+
 mod redb_store {
     use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 

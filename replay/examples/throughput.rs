@@ -82,6 +82,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out,
         workers,
         state: StateConfig::default(),
+        checkpoint: None,
         progress: true,
     };
     let started = Instant::now();

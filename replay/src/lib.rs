@@ -29,9 +29,11 @@ pub mod worker;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use vigil::checkpoint::Snapshot;
 use vigil::event::Input;
 use vigil::rules::{RuleHost, RulesetError, RulesetSource};
 use vigil::source::SourceError;
@@ -43,7 +45,7 @@ use baseline::RecordedJoin;
 use progress::ProgressBar;
 use input::ReplaySource;
 use route::{RecordIds, Route, Router};
-use summary::{BaselineFacts, RunFacts, Summary};
+use summary::{BaselineFacts, CheckpointFacts, RunFacts, Summary};
 use tally::Tally;
 use worker::{Job, WorkerSpec};
 
@@ -74,6 +76,8 @@ pub enum ReplayError {
     Encode(String),
     #[error("replay worker {0} stopped unexpectedly")]
     Worker(usize),
+    #[error(transparent)]
+    Checkpoint(#[from] vigil::checkpoint::CheckpointError),
 }
 
 /// The recorded activity to replay.
@@ -113,6 +117,10 @@ pub struct ReplayConfig {
     /// Worker threads (at least one).
     pub workers: usize,
     pub state: StateConfig,
+    /// Start both rulesets from a live engine's checkpoint store (a
+    /// `[checkpoint] dir` or its store file) instead of an empty state; the
+    /// input is then what came after it.
+    pub checkpoint: Option<PathBuf>,
     /// Draw a progress bar when stderr is a terminal.
     pub progress: bool,
 }
@@ -131,7 +139,11 @@ struct Workers {
 }
 
 impl Workers {
-    fn spawn(config: &ReplayConfig, baseline_rules: Option<&RulesetSource>) -> Result<Workers, ReplayError> {
+    fn spawn(
+        config: &ReplayConfig,
+        baseline_rules: Option<&RulesetSource>,
+        snapshot: Option<&Arc<Snapshot>>,
+    ) -> Result<Workers, ReplayError> {
         let n = config.workers.max(1);
         let mut workers = Workers { senders: Vec::new(), batches: Vec::new(), handles: Vec::new(), parts: Vec::new() };
         for i in 0..n {
@@ -141,6 +153,7 @@ impl Workers {
                 candidate: config.candidate.clone(),
                 baseline: baseline_rules.cloned(),
                 state: config.state.clone(),
+                snapshot: snapshot.cloned(),
                 diff_part: part.clone(),
             };
             let handle = std::thread::Builder::new()
@@ -198,10 +211,11 @@ pub fn replay(config: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
         }
         Baseline::Recorded(path) => (None, Some(RecordedJoin::open(path)?)),
     };
+    let snapshot = config.checkpoint.as_deref().map(vigil::checkpoint::snapshot).transpose()?.map(Arc::new);
     std::fs::create_dir_all(&config.out)
         .map_err(|error| ReplayError::Write { path: config.out.display().to_string(), error })?;
     let mut input = config.input.open()?;
-    let mut workers = Workers::spawn(config, baseline_rules)?;
+    let mut workers = Workers::spawn(config, baseline_rules, snapshot.as_ref())?;
     let mut router = Router::new(workers.senders.len());
     let mut bar = ProgressBar::new(config.progress);
     let mut n: u64 = 0;
@@ -259,7 +273,8 @@ pub fn replay(config: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
             version: baseline_rules.map(|r| r.version.clone()).unwrap_or_default(),
         },
     };
-    let facts = RunFacts { input_sha256: input.digest(), candidate_version, baseline };
+    let checkpoint = snapshot.map(|s| CheckpointFacts { sha256: s.sha256.clone(), positions: s.positions.clone() });
+    let facts = RunFacts { input_sha256: input.digest(), candidate_version, baseline, checkpoint };
     let summary = summary::build(&tally, &facts);
     let mut json = serde_json::to_vec_pretty(&summary).map_err(|e| ReplayError::Encode(e.to_string()))?;
     json.push(b'\n');

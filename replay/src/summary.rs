@@ -88,9 +88,13 @@ pub struct Timeline {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
-    /// SHA-256 of the input digest and both sides' versions: the identity of this replay.
+    /// SHA-256 of the input digest, both sides' versions and the checkpoint's
+    /// digest: the identity of this replay.
     pub run_hash: String,
     pub input: InputSummary,
+    /// The checkpoint both sides started from, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<CheckpointFacts>,
     pub candidate: SideSummary,
     pub baseline: SideSummary,
     /// Events with a decision on both sides.
@@ -124,6 +128,15 @@ pub struct RunFacts {
     pub input_sha256: String,
     pub candidate_version: String,
     pub baseline: BaselineFacts,
+    pub checkpoint: Option<CheckpointFacts>,
+}
+
+/// The checkpoint a replay started from.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointFacts {
+    pub sha256: String,
+    /// Each activity partition's next input offset when it was written.
+    pub positions: BTreeMap<i32, i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -211,6 +224,11 @@ pub fn build(tally: &Tally, facts: &RunFacts) -> Summary {
         hasher.update(part.as_bytes());
         hasher.update([0]);
     }
+    // Absent, it leaves the hash of a replay from an empty state as it was.
+    if let Some(checkpoint) = &facts.checkpoint {
+        hasher.update(checkpoint.sha256.as_bytes());
+        hasher.update([0]);
+    }
     let mut transitions = Vec::new();
     let mut matrix = BTreeMap::new();
     for (i, before) in Verdict::ALL.into_iter().enumerate() {
@@ -245,6 +263,7 @@ pub fn build(tally: &Tally, facts: &RunFacts) -> Summary {
             signals: tally.signals,
             dead_letters: tally.dead_letters.clone(),
         },
+        checkpoint: facts.checkpoint.clone(),
         candidate: SideSummary {
             kind: "rules",
             rulesets: vec![facts.candidate_version.clone()],
@@ -286,6 +305,10 @@ pub fn terminal(summary: &Summary) -> String {
         i.signals,
         i.dead_letters.values().sum::<u64>()
     );
+    if let Some(c) = &summary.checkpoint {
+        let at: Vec<String> = c.positions.iter().map(|(p, o)| format!("{p}@{o}")).collect();
+        let _ = writeln!(text, "  from checkpoint sha256:{} (input partition@offset: {})", c.sha256, at.join(" "));
+    }
     let side = |s: &SideSummary| {
         Verdict::ALL
             .iter()

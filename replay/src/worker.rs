@@ -13,7 +13,9 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::mpsc::Receiver;
+use std::sync::Arc;
 
+use vigil::checkpoint::{CheckpointError, Snapshot};
 use vigil::decode::DecodeError;
 use vigil::event::Input;
 use vigil::pipeline::{Outputs, Pipeline};
@@ -45,6 +47,9 @@ pub struct WorkerSpec {
     /// `None` when the baseline is recorded decisions.
     pub baseline: Option<RulesetSource>,
     pub state: StateConfig,
+    /// The checkpoint both pipelines start from: every partition's entries,
+    /// since any agent may be routed here.
+    pub snapshot: Option<Arc<Snapshot>>,
     /// Where this worker writes its changed decisions, in input order.
     pub diff_part: PathBuf,
 }
@@ -66,6 +71,13 @@ pub fn run(spec: WorkerSpec, jobs: Receiver<Vec<Job>>) -> Result<Tally, ReplayEr
     let mut candidate = Pipeline::new(rules, spec.state.clone()).without_alerts().without_changes();
     let mut baseline =
         baseline_rules.map(|rules| Pipeline::new(rules, spec.state).without_alerts().without_changes());
+    if let Some(snapshot) = &spec.snapshot {
+        for pipeline in std::iter::once(&mut candidate).chain(baseline.as_mut()) {
+            for (partition, entries) in &snapshot.partitions {
+                pipeline.state.absorb(*partition, entries.clone()).map_err(CheckpointError::from)?;
+            }
+        }
+    }
     let file = File::create(&spec.diff_part).map_err(write_error(&spec.diff_part))?;
     let mut diff = BufWriter::with_capacity(1 << 16, file);
     let mut tally = Tally::default();

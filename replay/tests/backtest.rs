@@ -66,6 +66,7 @@ fn config(input: &Path, candidate: &Path, baseline: Baseline, out: &Path, worker
         out: out.to_path_buf(),
         workers,
         state: StateConfig::default(),
+        checkpoint: None,
         progress: false,
     }
 }
@@ -361,4 +362,86 @@ fn a_corrupt_avro_container_is_refused_with_its_name() {
     let candidate = candidate_dir(dir.path());
     let err = replay(&config(&cut, &candidate, shipped_baseline(), &dir.path().join("out"), 1)).unwrap_err();
     assert!(err.to_string().contains("cut.avro"), "{err}");
+}
+
+/// Verdict counts as `summary.json` writes them.
+fn counts(decisions: &[Decision]) -> serde_json::Value {
+    let mut counts = serde_json::Map::new();
+    for verdict in Verdict::ALL {
+        let n = decisions.iter().filter(|d| d.decision == verdict).count();
+        counts.insert(serde_json::to_value(verdict).unwrap().as_str().unwrap().to_owned(), n.into());
+    }
+    counts.into()
+}
+
+/// `rules` deciding `lines` through one pipeline on `state`.
+fn decide_on(state: vigil::state::State, rules: &Path, lines: &[&str]) -> Vec<Decision> {
+    let host = RuleHost::compile(RulesetSource::load(rules).unwrap()).unwrap();
+    let mut pipeline = Pipeline::new(host, StateConfig::default());
+    pipeline.state = state;
+    let mut decisions = Vec::new();
+    let mut out = Outputs::default();
+    for line in lines {
+        out.clear();
+        pipeline.process(&vigil::source::Record { payload: line.as_bytes().to_vec(), ..Default::default() }, &mut out);
+        decisions.extend(out.decisions.iter().cloned());
+    }
+    decisions
+}
+
+/// A live engine checkpoints halfway through the trace; replaying the
+/// second half from that checkpoint decides it, on both sides, as pipelines
+/// that start from the checkpoint's state do, and not as from nothing.
+#[test]
+fn a_replay_from_a_checkpoint_starts_both_rulesets_from_its_state() {
+    use vigil::checkpoint::{self, RedbStore};
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(workload(dir.path())).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let (first, second) = lines.split_at(lines.len() / 2);
+    let candidate = candidate_dir(dir.path());
+
+    // The live engine: the shipped rules over the first half, then a checkpoint.
+    let store_dir = dir.path().join("checkpoint");
+    std::fs::create_dir_all(&store_dir).unwrap();
+    let store_file = store_dir.join(vigil::kafka::STORE_FILE);
+    {
+        let host = RuleHost::compile(RulesetSource::load(&shipped_dir()).unwrap()).unwrap();
+        let mut live = Pipeline::new(host, StateConfig::default());
+        let mut out = Outputs::default();
+        for line in first {
+            out.clear();
+            live.process(&vigil::source::Record { payload: line.as_bytes().to_vec(), ..Default::default() }, &mut out);
+        }
+        let store = RedbStore::open(&store_file).unwrap();
+        checkpoint::checkpoint(&mut live.state, &store, &Default::default()).unwrap();
+    }
+    let restored = || checkpoint::restore(&RedbStore::open(&store_file).unwrap(), StateConfig::default()).unwrap().0;
+    let expected_baseline = decide_on(restored(), &shipped_dir(), second);
+    let expected_candidate = decide_on(restored(), &candidate, second);
+    let from_nothing = decide_on(vigil::state::State::new(StateConfig::default()), &shipped_dir(), second);
+    assert_ne!(counts(&expected_baseline), counts(&from_nothing), "the first half changes nothing, so the test shows nothing");
+
+    let input = dir.path().join("second-half.jsonl");
+    std::fs::write(&input, second.join("\n") + "\n").unwrap();
+    let out = dir.path().join("from-checkpoint");
+    let mut from_checkpoint = config(&input, &candidate, shipped_baseline(), &out, 2);
+    from_checkpoint.checkpoint = Some(store_dir);
+    replay(&from_checkpoint).unwrap();
+    let s = summary(&out);
+    assert_eq!(s["baseline"]["decisions"], counts(&expected_baseline));
+    assert_eq!(s["candidate"]["decisions"], counts(&expected_candidate));
+    assert_eq!(s["checkpoint"]["sha256"].as_str().map(str::len), Some(64));
+
+    let plain = dir.path().join("from-nothing");
+    replay(&config(&input, &candidate, shipped_baseline(), &plain, 2)).unwrap();
+    assert_eq!(summary(&plain)["baseline"]["decisions"], counts(&from_nothing));
+    assert!(summary(&plain).get("checkpoint").is_none());
+    assert_ne!(s["run_hash"], summary(&plain)["run_hash"]);
+
+    // A path with no store is refused by name, before any work.
+    let mut missing = config(&input, &candidate, shipped_baseline(), &dir.path().join("x"), 1);
+    missing.checkpoint = Some(dir.path().join("nowhere"));
+    let error = replay(&missing).unwrap_err().to_string();
+    assert!(error.contains("nowhere") && error.contains("no checkpoint store"), "{error}");
 }

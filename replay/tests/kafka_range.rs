@@ -115,6 +115,7 @@ fn config(input: ReplayInput, out: &Path) -> ReplayConfig {
         out: out.to_path_buf(),
         workers: 2,
         state: StateConfig::default(),
+        checkpoint: None,
         progress: false,
     }
 }

@@ -48,7 +48,7 @@ pub fn position_change(partition: i32, position: Option<i64>) -> Change {
     Change { partition, key: POSITION_KEY.to_vec(), value: Some(position.unwrap_or(UNKNOWN).to_be_bytes().to_vec()) }
 }
 
-fn read_position(value: &[u8]) -> Option<i64> {
+pub(crate) fn read_position(value: &[u8]) -> Option<i64> {
     let position = i64::from_be_bytes(value.try_into().ok()?);
     (position != UNKNOWN).then_some(position)
 }
