@@ -212,6 +212,15 @@ pub fn replay(config: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
         Baseline::Recorded(path) => (None, Some(RecordedJoin::open(path)?)),
     };
     let snapshot = config.checkpoint.as_deref().map(vigil::checkpoint::snapshot).transpose()?.map(Arc::new);
+    // From the earliest record, a topic range would fold again what the
+    // checkpoint's state already holds.
+    if let (Some(snapshot), ReplayInput::Kafka(KafkaRange { from: Bound::Edge, .. })) = (&snapshot, &config.input) {
+        let at: Vec<String> = snapshot.positions.iter().map(|(p, o)| format!("partition {p} at {o}")).collect();
+        return Err(ReplayError::Input(format!(
+            "from a checkpoint, a topic range needs a start (--from-offset or --from-time): the checkpoint's input stood at {}",
+            if at.is_empty() { "no recorded position".to_owned() } else { at.join(", ") }
+        )));
+    }
     std::fs::create_dir_all(&config.out)
         .map_err(|error| ReplayError::Write { path: config.out.display().to_string(), error })?;
     let mut input = config.input.open()?;

@@ -439,6 +439,21 @@ fn a_replay_from_a_checkpoint_starts_both_rulesets_from_its_state() {
     assert!(summary(&plain).get("checkpoint").is_none());
     assert_ne!(s["run_hash"], summary(&plain)["run_hash"]);
 
+    // A topic range from its earliest record would fold the checkpoint's
+    // events again: refused, before any broker is asked.
+    let range = vigil_replay::KafkaRange {
+        brokers: "127.0.0.1:9".into(),
+        topics: vec!["agent.activity".into()],
+        from: vigil_replay::Bound::Edge,
+        to: vigil_replay::Bound::Edge,
+        properties: Default::default(),
+    };
+    let mut unstarted = config(&input, &candidate, shipped_baseline(), &dir.path().join("y"), 1);
+    unstarted.input = ReplayInput::Kafka(range);
+    unstarted.checkpoint = from_checkpoint.checkpoint.clone();
+    let error = replay(&unstarted).unwrap_err().to_string();
+    assert!(error.contains("needs a start"), "{error}");
+
     // A path with no store is refused by name, before any work.
     let mut missing = config(&input, &candidate, shipped_baseline(), &dir.path().join("x"), 1);
     missing.checkpoint = Some(dir.path().join("nowhere"));
