@@ -570,4 +570,42 @@ mod tests {
         let err = RedbStore::open(&path).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains(&format!("snapshot format v{}", FORMAT_VERSION + 1)), "{err}");
     }
+
+    /// A store as the Kafka engine writes it: two partitions, each with a
+    /// position record. The snapshot takes the records out as positions,
+    /// keeps every entry, names its contents by digest, and its entries
+    /// decide what follows as the state that wrote them.
+    #[test]
+    fn a_snapshot_holds_every_partition_and_where_its_input_stood() {
+        use crate::kafka::changelog::position_change;
+        let lines = generate(&WorkloadSpec { tenants: 2, agents_per_tenant: 3, tasks_per_agent: 1, actions_per_task: 8, ..WorkloadSpec::default() });
+        let mut p = pipeline(None);
+        decide(&mut p, &lines);
+        let mut changes = p.state.take_changes(&[0]);
+        let moved: Vec<Change> = changes.iter().step_by(2).map(|c| Change { partition: 1, ..c.clone() }).collect();
+        changes.retain(|c| !moved.iter().any(|m| m.key == c.key));
+        changes.extend(moved);
+        changes.extend([position_change(0, Some(40)), position_change(1, None)]);
+        let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("{e}"));
+        let path = dir.path().join(crate::kafka::STORE_FILE);
+        RedbStore::open(&path).and_then(|s| s.commit(&changes, &Offsets::new())).unwrap_or_else(|e| unreachable!("{e}"));
+
+        let Ok(taken) = snapshot(dir.path()) else { unreachable!("the folder's store reads") };
+        assert_eq!(taken.positions, BTreeMap::from([(0, 40)]), "an unknown position is left out");
+        let entries: usize = taken.partitions.values().map(Vec::len).sum();
+        assert_eq!(entries, changes.len() - 2, "every entry but the two position records");
+        assert_eq!(taken.partitions.keys().copied().collect::<Vec<_>>(), vec![0, 1]);
+        let Ok(again) = snapshot(&path) else { unreachable!("the file itself reads too") };
+        assert_eq!((again.sha256.len(), &again.sha256), (64, &taken.sha256));
+
+        let mut state = State::new(StateConfig::default());
+        for (partition, entries) in taken.partitions {
+            state.absorb(partition, entries).unwrap_or_else(|e| unreachable!("{e}"));
+        }
+        let more = generate(&WorkloadSpec { seed: 99, tenants: 2, agents_per_tenant: 3, tasks_per_agent: 1, actions_per_task: 8, ..WorkloadSpec::default() });
+        assert_eq!(decide(&mut pipeline(Some(state)), &more), decide(&mut p, &more), "the snapshot decides as the state it came from");
+
+        let missing = snapshot(&dir.path().join("elsewhere")).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(missing.contains("elsewhere") && missing.contains("no checkpoint store"), "{missing}");
+    }
 }
