@@ -163,3 +163,41 @@ fn logs_can_be_json_lines_with_structured_fields() {
     let bad = vigil(&["--log-format", "xml", "demo"]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// `--from-checkpoint` reaches the replay: it says where it started, and
+/// a path without a store is bad input, refused by name (exit 2).
+#[test]
+fn replay_from_a_checkpoint_says_where_it_started() {
+    use vigil::pipeline::{Outputs, Pipeline};
+    use vigil::rules::{RuleHost, RulesetSource};
+    use vigil::state::StateConfig;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("{e}"));
+    let lines = vigil::workload::generate(&vigil::workload::WorkloadSpec { agents_per_tenant: 3, tasks_per_agent: 1, ..Default::default() });
+    let (first, second) = lines.split_at(lines.len() / 2);
+    let Ok(host) = RulesetSource::shipped().and_then(RuleHost::compile) else { unreachable!("the shipped rules compile") };
+    let mut live = Pipeline::new(host, StateConfig::default());
+    let mut out = Outputs::default();
+    for line in first {
+        out.clear();
+        live.process(&vigil::source::Record { payload: line.clone().into_bytes(), ..Default::default() }, &mut out);
+    }
+    let Ok(store) = vigil::checkpoint::RedbStore::open(&dir.path().join(vigil::kafka::STORE_FILE)) else { unreachable!("a new store") };
+    if let Err(e) = vigil::checkpoint::checkpoint(&mut live.state, &store, &Default::default()) {
+        unreachable!("{e}")
+    }
+    drop(store);
+    let input = dir.path().join("rest.jsonl");
+    std::fs::write(&input, second.join("\n")).unwrap_or_else(|e| unreachable!("{e}"));
+    let out = dir.path().join("replay");
+    let path = |p: &Path| p.to_str().unwrap_or_default().to_owned();
+    let run = vigil(&["replay", "--input", &path(&input), "--from-checkpoint", &path(dir.path()), "--out", &path(&out), "--no-progress"]);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    assert!(text(&run.stdout).contains("from checkpoint sha256:"), "{}", text(&run.stdout));
+    let summary = std::fs::read_to_string(out.join("summary.json")).unwrap_or_default();
+    assert!(summary.contains("\"checkpoint\""), "{summary}");
+
+    let nowhere = dir.path().join("nowhere");
+    let run = vigil(&["replay", "--input", &path(&input), "--from-checkpoint", &path(&nowhere), "--out", &path(&out), "--no-progress"]);
+    assert_eq!(run.status.code(), Some(2), "{}", text(&run.stderr));
+    assert!(text(&run.stderr).contains("nowhere"), "{}", text(&run.stderr));
+}
