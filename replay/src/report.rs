@@ -167,9 +167,10 @@ pub fn html(summary: &Summary, context: &Context<'_>) -> String {
     );
     let _ = write!(
         html,
-        r#"<h1>Vigil replay</h1><div class="sub">input {} ({}) · candidate {} · baseline {} {} · run {} · {} worker(s), {:.1} s</div>"#,
+        r#"<h1>Vigil replay</h1><div class="sub">input {} ({}){} · candidate {} · baseline {} {} · run {} · {} worker(s), {:.1} s</div>"#,
         escape(context.input),
         escape(&summary.input.sha256),
+        summary.checkpoint.as_ref().map_or(String::new(), |c| format!(" from checkpoint {}", escape(&c.sha256))),
         escape(&summary.candidate.rulesets.join(", ")),
         summary.baseline.kind,
         escape(&summary.baseline.rulesets.join(", ")),

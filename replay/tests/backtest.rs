@@ -432,6 +432,8 @@ fn a_replay_from_a_checkpoint_starts_both_rulesets_from_its_state() {
     assert_eq!(s["baseline"]["decisions"], counts(&expected_baseline));
     assert_eq!(s["candidate"]["decisions"], counts(&expected_candidate));
     assert_eq!(s["checkpoint"]["sha256"].as_str().map(str::len), Some(64));
+    let report = String::from_utf8(bytes(&out, REPORT_FILE)).unwrap();
+    assert!(report.contains(&format!("from checkpoint {}", s["checkpoint"]["sha256"].as_str().unwrap())));
 
     let plain = dir.path().join("from-nothing");
     replay(&config(&input, &candidate, shipped_baseline(), &plain, 2)).unwrap();
