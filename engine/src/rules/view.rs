@@ -14,7 +14,7 @@ use std::rc::Rc;
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString};
 
-use crate::event::{glob_match, ActivityEvent, DataClass, Timestamp};
+use crate::event::{ActivityEvent, DataClass, Timestamp};
 use crate::state::window::{Span, Tally};
 use crate::state::{call_signature, AgentState, Context, CredentialState, TaskState};
 
@@ -377,7 +377,7 @@ impl Frame {
             }),
             TaskAllowsScope => Bool(scope.is_some_and(|s| {
                 let target = arg.split_once(':').map_or(arg, |(target, _)| target);
-                s.targets.iter().any(|g| glob_match(g, target))
+                s.allows_target(target)
             })),
             TaskEgressBytes => Int(t.map_or(0, |t| clamp(t.egress_bytes))),
             TaskEgressBudget => Int(scope.and_then(|s| s.egress_budget_bytes).map_or(-1, clamp)),
