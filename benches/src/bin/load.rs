@@ -14,7 +14,9 @@
 //! ```
 //!
 //! Without `--brokers` it starts a broker of its own with `scripts/kafka.sh`
-//! and removes it at the end.
+//! and removes it at the end. `--rounds N` runs the engine and the
+//! pass-through in alternation N times and gives each round's ratio and
+//! their median: a host whose speed drifts moves both sides of a round.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,7 +45,7 @@ type Failure = Box<dyn std::error::Error>;
 const USAGE: &str = "usage: load [--brokers HOST:PORT] [--rate EVENTS_PER_S (0 = unthrottled)] [--seconds S]
             [--workers N] [--partitions N] [--commit-ms MS] [--commit-max-ms MS]
             [--delivery exactly_once|at_least_once|both]
-            [--no-pass-through]";
+            [--no-pass-through] [--rounds N]";
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -56,6 +58,7 @@ struct Args {
     commit_max_ms: u64,
     deliveries: Vec<Delivery>,
     pass_through: bool,
+    rounds: usize,
 }
 
 fn parse_args() -> Result<Args, Failure> {
@@ -69,6 +72,7 @@ fn parse_args() -> Result<Args, Failure> {
         commit_max_ms: KafkaConfig::default().commit_interval_max.as_millis(),
         deliveries: vec![Delivery::ExactlyOnce, Delivery::AtLeastOnce],
         pass_through: true,
+        rounds: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -89,6 +93,7 @@ fn parse_args() -> Result<Args, Failure> {
                 };
             }
             "--no-pass-through" => args.pass_through = false,
+            "--rounds" => args.rounds = value()?.parse::<usize>()?.max(1),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument `{other}`\n{USAGE}").into()),
         }
@@ -296,6 +301,7 @@ fn read(consumer: &BaseConsumer, epoch: Instant, seen: &mut Seen, timeout: Durat
 }
 
 struct Outcome {
+    round: usize,
     delivery: Delivery,
     work: &'static str,
     offered: f64,
@@ -318,8 +324,9 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
-fn scenario(args: &Args, brokers: &str, delivery: Delivery, pass_through: bool, templates: &[Template]) -> Result<Outcome, Failure> {
-    let name = format!("load-{}-{}-{}", delivery.as_str(), if pass_through { "pass" } else { "decide" }, std::process::id());
+fn scenario(args: &Args, brokers: &str, round: usize, delivery: Delivery, pass_through: bool, templates: &[Template]) -> Result<Outcome, Failure> {
+    let work = if pass_through { "pass" } else { "decide" };
+    let name = format!("load-{}-{work}-{}-{round}", delivery.as_str(), std::process::id());
     let topics = Topics::prefixed(&name);
     let mut config = KafkaConfig {
         brokers: brokers.to_owned(),
@@ -428,6 +435,7 @@ fn scenario(args: &Args, brokers: &str, delivery: Delivery, pass_through: bool, 
     let span = seen.last.map_or(f64::NAN, |last| last.duration_since(started).as_secs_f64());
     seen.latencies_us.sort_unstable();
     Ok(Outcome {
+        round,
         delivery,
         work: if pass_through { "pass-through" } else { "decide" },
         offered: total as f64 / send_time.as_secs_f64(),
@@ -489,20 +497,23 @@ fn main() -> Result<(), Failure> {
         args.seconds
     );
     let mut outcomes = Vec::new();
-    for &delivery in &args.deliveries {
-        let works: &[bool] = if args.pass_through { &[false, true] } else { &[false] };
-        for &pass_through in works {
-            eprintln!("load: {} {} ...", delivery.as_str(), if pass_through { "pass-through" } else { "decide" });
-            outcomes.push(scenario(&args, &brokers, delivery, pass_through, &templates)?);
+    for round in 1..=args.rounds {
+        for &delivery in &args.deliveries {
+            let works: &[bool] = if args.pass_through { &[false, true] } else { &[false] };
+            for &pass_through in works {
+                eprintln!("load: round {round}, {} {} ...", delivery.as_str(), if pass_through { "pass-through" } else { "decide" });
+                outcomes.push(scenario(&args, &brokers, round, delivery, pass_through, &templates)?);
+            }
         }
     }
     println!(
-        "{:<14} {:<13} {:>10} {:>12} {:>9} {:>9} {:>9} {:>10} {:>8} {:>8}",
-        "delivery", "work", "offered/s", "sustained/s", "p50 ms", "p99 ms", "max ms", "outputs", "alerts", "commands"
+        "{:<5} {:<14} {:<13} {:>10} {:>12} {:>9} {:>9} {:>9} {:>10} {:>8} {:>8}",
+        "round", "delivery", "work", "offered/s", "sustained/s", "p50 ms", "p99 ms", "max ms", "outputs", "alerts", "commands"
     );
     for o in &outcomes {
         println!(
-            "{:<14} {:<13} {:>10.0} {:>12.0} {:>9.1} {:>9.1} {:>9.1} {:>10} {:>8} {:>8}",
+            "{:<5} {:<14} {:<13} {:>10.0} {:>12.0} {:>9.1} {:>9.1} {:>9.1} {:>10} {:>8} {:>8}",
+            o.round,
             o.delivery.as_str(),
             o.work,
             o.offered,
@@ -516,10 +527,26 @@ fn main() -> Result<(), Failure> {
         );
     }
     for &delivery in &args.deliveries {
-        let find = |work: &str| outcomes.iter().find(|o| o.delivery == delivery && o.work == work).map(|o| o.sustained);
-        if let (Some(decide), Some(pass)) = (find("decide"), find("pass-through")) {
-            println!("decide / pass-through, {}: {:.0}%", delivery.as_str(), 100.0 * decide / pass);
+        let mut ratios = Vec::new();
+        for round in 1..=args.rounds {
+            let find = |work: &str| {
+                outcomes.iter().find(|o| o.round == round && o.delivery == delivery && o.work == work).map(|o| o.sustained)
+            };
+            if let (Some(decide), Some(pass)) = (find("decide"), find("pass-through")) {
+                ratios.push(100.0 * decide / pass);
+            }
         }
+        if ratios.is_empty() {
+            continue;
+        }
+        let each: Vec<String> = ratios.iter().map(|r| format!("{r:.0}%")).collect();
+        ratios.sort_by(f64::total_cmp);
+        let median = if ratios.len() % 2 == 1 {
+            ratios[ratios.len() / 2]
+        } else {
+            (ratios[ratios.len() / 2 - 1] + ratios[ratios.len() / 2]) / 2.0
+        };
+        println!("decide / pass-through, {}: {} (median {median:.0}%)", delivery.as_str(), each.join(", "));
     }
     drop(own);
     Ok(())
