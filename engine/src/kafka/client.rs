@@ -273,21 +273,20 @@ pub(crate) fn producer(config: &KafkaConfig, worker: usize) -> ClientConfig {
         .set("client.id", member(config, worker))
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("compression.type", "lz4");
-    match config.delivery {
-        Delivery::ExactlyOnce => {
-            client
-                // Back-to-back transactions meet CONCURRENT_TRANSACTIONS while
-                // the last one's markers are written; the default 100 ms
-                // backoff before each retry would then dominate every commit.
-                .set("retry.backoff.ms", "5")
-                .set("transactional.id", transactional_id(config, worker))
-                .set("linger.ms", "5")
-                .set("transaction.timeout.ms", "60000");
-        }
-        Delivery::AtLeastOnce => {
-            client.set("linger.ms", "1");
-        }
+        .set("compression.type", "lz4")
+        // A busy worker writes a few outputs to a partition per millisecond;
+        // sent after one millisecond, they made batches small enough to cost
+        // about a sixth of the engine's throughput at least once, on a
+        // broker sharing its cores (BENCHMARKS.md).
+        .set("linger.ms", "5");
+    if config.delivery == Delivery::ExactlyOnce {
+        client
+            // Back-to-back transactions meet CONCURRENT_TRANSACTIONS while
+            // the last one's markers are written; the default 100 ms backoff
+            // before each retry would then dominate every commit.
+            .set("retry.backoff.ms", "5")
+            .set("transactional.id", transactional_id(config, worker))
+            .set("transaction.timeout.ms", "60000");
     }
     finish(client, config, &config.producer_properties)
 }
