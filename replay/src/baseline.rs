@@ -6,6 +6,7 @@
 //! with the input; a bounded look-ahead window absorbs local reordering (a
 //! file written by several Kafka workers) without holding the whole file.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -29,10 +30,55 @@ pub enum Baseline {
 const WINDOW: usize = 1 << 16;
 
 #[derive(Deserialize)]
-struct RecordedKey {
-    event_id: String,
+struct RecordedKey<'a> {
+    #[serde(borrow)]
+    event_id: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct RecordedVerdict {
     #[serde(default)]
     decision: Option<Verdict>,
+}
+
+/// The event id of a recorded decision. A line that `vigil run` wrote opens
+/// with its decision id and then its event id, so the id is read from there
+/// without parsing the rest; any other line is parsed. A line that opens
+/// that way but is broken further on is found out by the worker, which
+/// reads every recorded decision.
+fn event_id_of(line: &[u8]) -> Option<Cow<'_, str>> {
+    if let Some(id) = event_id_in_prefix(line) {
+        return Some(Cow::Borrowed(id));
+    }
+    serde_json::from_slice::<RecordedKey>(line).ok().map(|key| key.event_id)
+}
+
+/// `{"decision_id":"…","event_id":"…"` with no escapes in either id.
+fn event_id_in_prefix(line: &[u8]) -> Option<&str> {
+    let plain = |s: &[u8]| s.iter().position(|&b| b == b'"' || b == b'\\').filter(|&i| s[i] == b'"');
+    let rest = line.strip_prefix(b"{\"decision_id\":\"")?;
+    let rest = rest[plain(rest)?..].strip_prefix(b"\",\"event_id\":\"")?;
+    std::str::from_utf8(&rest[..plain(rest)?]).ok()
+}
+
+/// What a replay reads of every recorded decision, borrowed from its line:
+/// enough to count it and to tell whether the candidate agrees with it.
+/// Only a decision that differs is read whole.
+#[derive(Deserialize)]
+pub struct RecordedBrief<'a> {
+    #[serde(borrow)]
+    pub time: Cow<'a, str>,
+    pub decision: Verdict,
+    #[serde(borrow)]
+    pub ruleset: Cow<'a, str>,
+    #[serde(borrow)]
+    pub reasons: Vec<RecordedReason<'a>>,
+}
+
+#[derive(Deserialize)]
+pub struct RecordedReason<'a> {
+    #[serde(borrow)]
+    pub rule: Cow<'a, str>,
 }
 
 /// Reads recorded decisions in step with the input.
@@ -69,8 +115,8 @@ impl RecordedJoin {
         })
     }
 
-    /// The next recorded line and its event id; `None` at the end.
-    fn next_line(&mut self) -> Result<Option<(String, Vec<u8>)>, ReplayError> {
+    /// Reads the next line that is not blank into `self.line`; false at the end.
+    fn next_line(&mut self) -> Result<bool, ReplayError> {
         loop {
             self.line.clear();
             let n = self
@@ -79,20 +125,22 @@ impl RecordedJoin {
                 .map_err(|error| ReplayError::Read { path: self.path.clone(), error })?;
             if n == 0 {
                 self.exhausted = true;
-                return Ok(None);
+                return Ok(false);
             }
-            if self.line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            match serde_json::from_slice::<RecordedKey>(&self.line) {
-                Ok(key) => return Ok(Some((key.event_id, self.line.clone()))),
-                Err(_) => self.unreadable += 1,
+            if !self.line.iter().all(u8::is_ascii_whitespace) {
+                return Ok(true);
             }
         }
     }
 
+    /// Hands the current line over, leaving a buffer of the same size.
+    fn take_line(&mut self) -> Vec<u8> {
+        let capacity = self.line.capacity();
+        std::mem::replace(&mut self.line, Vec::with_capacity(capacity))
+    }
+
     fn count_unmatched(&mut self, line: &[u8]) {
-        match serde_json::from_slice::<RecordedKey>(line).ok().and_then(|k| k.decision) {
+        match serde_json::from_slice::<RecordedVerdict>(line).ok().and_then(|k| k.decision) {
             Some(v) => self.unmatched[verdict_index(v)] += 1,
             None => self.unreadable += 1,
         }
@@ -104,10 +152,18 @@ impl RecordedJoin {
             return Ok(Some(line));
         }
         while !self.exhausted && self.window.len() < WINDOW {
-            let Some((id, line)) = self.next_line()? else { break };
-            if id == event_id {
-                return Ok(Some(line));
+            if !self.next_line()? {
+                break;
             }
+            let id = match event_id_of(&self.line) {
+                Some(id) if id == event_id => return Ok(Some(self.take_line())),
+                Some(id) => id.into_owned(),
+                None => {
+                    self.unreadable += 1;
+                    continue;
+                }
+            };
+            let line = self.take_line();
             match self.window.entry(id) {
                 // A second decision for one event: the first one stays.
                 std::collections::hash_map::Entry::Occupied(_) => self.count_unmatched(&line),
@@ -126,9 +182,32 @@ impl RecordedJoin {
         for line in left {
             self.count_unmatched(&line);
         }
-        while let Some((_, line)) = self.next_line()? {
+        while self.next_line()? {
+            let line = std::mem::take(&mut self.line);
             self.count_unmatched(&line);
+            self.line = line;
         }
         Ok((self.digest.hex(), self.unreadable, self.unmatched))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_id_is_read_from_the_opening_or_parsed() {
+        let written = br#"{"decision_id":"d-1","event_id":"e-1","time":"t"}"#;
+        assert_eq!(event_id_in_prefix(written), Some("e-1"));
+        // An escape in either id, another key order, a nested key: parsed.
+        let escaped = br#"{"decision_id":"d-1","event_id":"e\"1","time":"t"}"#;
+        assert_eq!(event_id_in_prefix(escaped), None);
+        assert_eq!(event_id_of(escaped).as_deref(), Some("e\"1"));
+        let escaped_decision = br#"{"decision_id":"d\"1","event_id":"e-3"}"#;
+        assert_eq!(event_id_in_prefix(escaped_decision), None);
+        assert_eq!(event_id_of(escaped_decision).as_deref(), Some("e-3"));
+        let reordered = br#"{"reasons":[{"evidence":{"event_id":"inner"}}],"event_id":"e-2"}"#;
+        assert_eq!(event_id_of(reordered).as_deref(), Some("e-2"));
+        assert_eq!(event_id_of(br#"{"decision_id":"d-1"#), None);
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use vigil::event::Timestamp;
-use vigil::verdict::{ControlCommand, Decision};
+use vigil::verdict::{ControlCommand, Decision, Verdict};
 
 use crate::tally::{verdict_index, ChangedDecision, CommandKey, Tally, EXAMPLES_PER_TRANSITION};
 
@@ -18,11 +18,31 @@ fn minute_of(time: &str) -> Option<i64> {
     Timestamp::parse_rfc3339(time).map(|t| t.millis().div_euclid(60_000))
 }
 
-/// Counts a decision in the timeline of its side.
-pub fn count_in_timeline(tally: &mut Tally, side: Side, decision: &Decision) {
-    if let Some(minute) = minute_of(&decision.time) {
-        tally.timeline.entry(minute).or_default()[side as usize][verdict_index(decision.decision)] += 1;
+/// Counts a decision, by its time and verdict, in the timeline of its side.
+pub fn count_in_timeline(tally: &mut Tally, side: Side, time: &str, verdict: Verdict) {
+    if let Some(minute) = minute_of(time) {
+        tally.timeline.entry(minute).or_default()[side as usize][verdict_index(verdict)] += 1;
     }
+}
+
+/// Counts a pair that agrees in verdict and in the rules behind it, in
+/// order: the common case, which needs no more of the baseline than that.
+/// False when the pair needs `decisions`.
+pub fn agree<'r>(
+    tally: &mut Tally,
+    before: Verdict,
+    before_rules: impl IntoIterator<Item = &'r str>,
+    after: &Decision,
+) -> bool {
+    let mut rules = before_rules.into_iter();
+    let same = before == after.decision
+        && after.reasons.iter().all(|r| rules.next() == Some(r.rule.as_str()))
+        && rules.next().is_none();
+    if same {
+        let i = verdict_index(before);
+        tally.matrix[i][i] += 1;
+    }
+    same
 }
 
 fn rule_set(d: &Decision) -> BTreeSet<&str> {
@@ -38,14 +58,12 @@ pub fn decisions(
     before: &Decision,
     after: &Decision,
 ) -> Option<ChangedDecision> {
+    if agree(tally, before.decision, before.reasons.iter().map(|r| r.rule.as_str()), after) {
+        return None;
+    }
     let (b, a) = (verdict_index(before.decision), verdict_index(after.decision));
     tally.matrix[b][a] += 1;
     let changed = b != a;
-    let same_rules = before.reasons.len() == after.reasons.len()
-        && before.reasons.iter().zip(&after.reasons).all(|(x, y)| x.rule == y.rule);
-    if same_rules && !changed {
-        return None;
-    }
     let (rules_before, rules_after) = (rule_set(before), rule_set(after));
     let added: Vec<String> = rules_after.difference(&rules_before).map(|r| (*r).to_owned()).collect();
     let removed: Vec<String> = rules_before.difference(&rules_after).map(|r| (*r).to_owned()).collect();

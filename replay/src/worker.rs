@@ -23,6 +23,7 @@ use vigil::rules::{RuleHost, RulesetSource};
 use vigil::state::StateConfig;
 use vigil::verdict::Decision;
 
+use crate::baseline::RecordedBrief;
 use crate::compare::{self, Side};
 use crate::tally::{verdict_index, Tally};
 use crate::ReplayError;
@@ -56,6 +57,48 @@ pub struct WorkerSpec {
 
 fn write_error(path: &std::path::Path) -> impl Fn(std::io::Error) -> ReplayError + '_ {
     move |error| ReplayError::Write { path: path.display().to_string(), error }
+}
+
+/// The baseline's side of one record, as far as the comparison needs it.
+enum Before<'a> {
+    /// No baseline decision: a signal, a dead letter, none recorded, or an
+    /// unreadable one.
+    Missing,
+    /// A recorded decision that, read in brief, agrees with the candidate's:
+    /// already counted.
+    Agrees,
+    Whole(&'a Decision),
+}
+
+/// Counts a recorded decision and reads it whole only when it differs from
+/// the candidate's: most agree, and for those the brief read (verdict, time,
+/// rule ids, borrowed from the line) is all a comparison needs. A decision
+/// read whole is kept in `whole`.
+fn recorded<'a>(
+    tally: &mut Tally,
+    bytes: &[u8],
+    after: Option<&Decision>,
+    whole: &'a mut Option<Decision>,
+) -> Before<'a> {
+    let Ok(brief) = serde_json::from_slice::<RecordedBrief>(bytes) else {
+        tally.baseline_unreadable += 1;
+        return Before::Missing;
+    };
+    if !tally.baseline_versions.contains(&*brief.ruleset) {
+        tally.baseline_versions.insert(brief.ruleset.clone().into_owned());
+    }
+    compare::count_in_timeline(tally, Side::Baseline, &brief.time, brief.decision);
+    let rules = brief.reasons.iter().map(|r| &*r.rule);
+    if after.is_some_and(|a| compare::agree(tally, brief.decision, rules, a)) {
+        return Before::Agrees;
+    }
+    match serde_json::from_slice::<Decision>(bytes) {
+        Ok(decision) => Before::Whole(whole.insert(decision)),
+        Err(_) => {
+            tally.baseline_unreadable += 1;
+            Before::Missing
+        }
+    }
 }
 
 /// Runs until the channel closes; returns what it counted.
@@ -119,37 +162,29 @@ pub fn run(spec: WorkerSpec, jobs: Receiver<Vec<Job>>) -> Result<Tally, ReplayEr
                 }
                 Err(_) => {}
             }
-            let recorded;
-            let before_decision: Option<&Decision> = match baseline.as_mut() {
+            let after_decision = after.decisions.first();
+            if let Some(a) = after_decision {
+                compare::count_in_timeline(&mut tally, Side::Candidate, &a.time, a.decision);
+            }
+            let mut recorded_whole = None;
+            let before_side = match baseline.as_ref() {
                 Some(_) => {
                     compare::commands(&mut tally, &before.commands, &after.commands);
-                    before.decisions.first()
-                }
-                None => {
-                    recorded = match job.recorded.as_deref().map(serde_json::from_slice::<Decision>) {
-                        Some(Ok(d)) => Some(d),
-                        Some(Err(_)) => {
-                            tally.baseline_unreadable += 1;
-                            None
+                    match before.decisions.first() {
+                        Some(b) => {
+                            compare::count_in_timeline(&mut tally, Side::Baseline, &b.time, b.decision);
+                            Before::Whole(b)
                         }
-                        None => None,
-                    };
-                    if let Some(d) = &recorded {
-                        if !tally.baseline_versions.contains(&d.ruleset) {
-                            tally.baseline_versions.insert(d.ruleset.clone());
-                        }
+                        None => Before::Missing,
                     }
-                    recorded.as_ref()
                 }
+                None => match job.recorded.as_deref() {
+                    Some(bytes) => recorded(&mut tally, bytes, after_decision, &mut recorded_whole),
+                    None => Before::Missing,
+                },
             };
-            if let Some(b) = before_decision {
-                compare::count_in_timeline(&mut tally, Side::Baseline, b);
-            }
-            if let Some(a) = after.decisions.first() {
-                compare::count_in_timeline(&mut tally, Side::Candidate, a);
-            }
-            match (before_decision, after.decisions.first()) {
-                (Some(b), Some(a)) => {
+            match (before_side, after_decision) {
+                (Before::Whole(b), Some(a)) => {
                     if let Some(changed) = compare::decisions(&mut tally, job.line, tool.as_deref(), b, a) {
                         write!(diff, "{}\t", job.line).map_err(write_error(&spec.diff_part))?;
                         serde_json::to_writer(&mut diff, &changed)
@@ -157,9 +192,9 @@ pub fn run(spec: WorkerSpec, jobs: Receiver<Vec<Job>>) -> Result<Tally, ReplayEr
                         diff.write_all(b"\n").map_err(write_error(&spec.diff_part))?;
                     }
                 }
-                (None, Some(a)) => tally.only_candidate[verdict_index(a.decision)] += 1,
-                (Some(b), None) => tally.only_baseline[verdict_index(b.decision)] += 1,
-                (None, None) => {}
+                (Before::Whole(b), None) => tally.only_baseline[verdict_index(b.decision)] += 1,
+                (Before::Missing, Some(a)) => tally.only_candidate[verdict_index(a.decision)] += 1,
+                (Before::Missing, None) | (Before::Agrees, _) => {}
             }
         }
     }

@@ -215,23 +215,27 @@ fn gzip_input_replays_like_plain() {
     assert!(bytes(&plain_out, DIFF_FILE) == bytes(&gz_out, DIFF_FILE));
 }
 
-#[test]
-fn recorded_decisions_diff_like_the_ruleset_that_made_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = workload(dir.path());
-    let candidate = candidate_dir(dir.path());
-    // What `vigil run` records under the shipped rules.
-    let recorded = dir.path().join("recorded");
+/// What `vigil run` records under the shipped rules: its `decisions.jsonl`.
+fn record_shipped(input: &Path, dir: &Path) -> PathBuf {
+    let recorded = dir.join("recorded");
     let host = RuleHost::compile(RulesetSource::load(&shipped_dir()).unwrap()).unwrap();
     let mut pipeline = Pipeline::new(host, StateConfig::default());
     let mut source = JsonlSource::open(input.to_str().unwrap()).unwrap();
     let mut sink = JsonlSink::create(&recorded).unwrap();
     pipeline::run(&mut source, &mut pipeline, &mut sink, &AtomicBool::new(false)).unwrap();
+    recorded.join("decisions.jsonl")
+}
+
+#[test]
+fn recorded_decisions_diff_like_the_ruleset_that_made_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = workload(dir.path());
+    let candidate = candidate_dir(dir.path());
+    let recorded = record_shipped(&input, dir.path());
 
     let (by_rules, by_record) = (dir.path().join("rules"), dir.path().join("record"));
     replay(&config(&input, &candidate, shipped_baseline(), &by_rules, 2)).unwrap();
-    let baseline = Baseline::Recorded(recorded.join("decisions.jsonl"));
-    replay(&config(&input, &candidate, baseline, &by_record, 2)).unwrap();
+    replay(&config(&input, &candidate, Baseline::Recorded(recorded), &by_record, 2)).unwrap();
     assert!(bytes(&by_rules, DIFF_FILE) == bytes(&by_record, DIFF_FILE));
     let (a, b) = (summary(&by_rules), summary(&by_record));
     for key in ["changed", "compared", "transitions", "matrix", "rules", "examples", "timeline"] {
@@ -241,6 +245,54 @@ fn recorded_decisions_diff_like_the_ruleset_that_made_them() {
     assert_eq!(b["only_baseline"], 0);
     assert_eq!(b["baseline"]["kind"], "recorded");
     assert_eq!(b["baseline"]["rulesets"], a["baseline"]["rulesets"]);
+}
+
+/// The candidate is the ruleset that made the recording, so only what was
+/// changed in the file can differ: one verdict edited, one reason's rule
+/// renamed, two lines broken.
+#[test]
+fn edited_and_broken_recorded_decisions_are_what_the_diff_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = workload(dir.path());
+    let recorded = record_shipped(&input, dir.path());
+    let text = std::fs::read_to_string(&recorded).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let event_id = |line: &str| serde_json::from_str::<Decision>(line).unwrap().event_id;
+    let allow = lines.iter().position(|l| l.contains("\"decision\":\"allow\"")).unwrap();
+    let edited = event_id(&lines[allow]);
+    lines[allow] = lines[allow].replace("\"decision\":\"allow\"", "\"decision\":\"deny\"");
+    let with_rule = lines
+        .iter()
+        .position(|l| l.contains("\"rule\":\"scope_drift\"") && !l.contains("\"decision\":\"allow\""))
+        .unwrap();
+    lines[with_rule] = lines[with_rule].replace("\"rule\":\"scope_drift\"", "\"rule\":\"scope_drift_v0\"");
+    // One line broken within its ids, one after them: the reader finds no
+    // event id in the first, the worker no decision in the second.
+    let allows: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].contains("\"decision\":\"allow\"")).collect();
+    let (early, late) = (allows[allows.len() - 2], allows[allows.len() - 1]);
+    lines[early].truncate(40);
+    let reasons = lines[late].find("\"reasons\"").unwrap();
+    lines[late].truncate(reasons);
+    std::fs::write(&recorded, lines.join("\n") + "\n").unwrap();
+
+    let out = dir.path().join("out");
+    replay(&config(&input, &shipped_dir(), Baseline::Recorded(recorded), &out, 2)).unwrap();
+    let s = summary(&out);
+    assert_eq!(s["changed"], 1);
+    assert_eq!(s["reasons_changed"], 1);
+    assert_eq!(s["baseline_unreadable"], 2);
+    assert_eq!(s["only_candidate"], 2, "the broken lines' events have no baseline");
+    assert_eq!(s["matrix"]["deny"]["allow"], 1);
+    let rules: Vec<(&str, u64, u64)> = s["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["rule"].as_str().unwrap(), r["added"].as_u64().unwrap(), r["removed"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(rules, [("scope_drift", 1, 0), ("scope_drift_v0", 0, 1)]);
+    let diff = String::from_utf8(bytes(&out, DIFF_FILE)).unwrap();
+    assert_eq!(diff.lines().count(), 1);
+    assert!(diff.contains(&format!("\"event_id\":\"{edited}\"")), "{diff}");
 }
 
 /// Width and height from a PNG's header.
