@@ -1,9 +1,12 @@
 //! What the engine says: decisions, control commands and their reasons (SPEC §5).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+use crate::json::Cursor;
 
 /// The ordered outcomes: `allow` < `step_up` < `deny` < `revoke`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -150,6 +153,74 @@ impl CommandKind {
     }
 }
 
+/// What a comparison reads of a decision's JSON: its verdict, its time, its
+/// ruleset and the rules behind it, borrowed from the text. A replay reads
+/// every recorded decision this way and builds a whole [`Decision`] only
+/// for the few that differ.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct DecisionBrief<'a> {
+    #[serde(borrow)]
+    pub time: Cow<'a, str>,
+    pub decision: Verdict,
+    #[serde(borrow)]
+    pub ruleset: Cow<'a, str>,
+    #[serde(borrow)]
+    pub reasons: Vec<ReasonBrief<'a>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ReasonBrief<'a> {
+    #[serde(borrow)]
+    pub rule: Cow<'a, str>,
+}
+
+impl<'a> DecisionBrief<'a> {
+    /// Reads the text the engine writes directly (its strings need no
+    /// escapes, its evidence holds integers) and anything else with
+    /// serde_json, which gives the error.
+    pub fn read(json: &'a [u8]) -> Result<DecisionBrief<'a>, serde_json::Error> {
+        match std::str::from_utf8(json).ok().and_then(DecisionBrief::read_plain) {
+            Some(brief) => Ok(brief),
+            None => serde_json::from_slice(json),
+        }
+    }
+
+    fn read_plain(text: &'a str) -> Option<DecisionBrief<'a>> {
+        let mut c = Cursor::new(text);
+        let (mut time, mut decision, mut ruleset, mut reasons) = (None, None, None, None);
+        c.object(|c, key| {
+            match key {
+                "time" => time = Some(c.str()?),
+                "decision" => decision = Some(Verdict::parse(c.str()?)?),
+                "ruleset" => ruleset = Some(c.str()?),
+                "reasons" => {
+                    let mut rules = Vec::new();
+                    c.eat(b'[')?;
+                    c.items(b']', |c| {
+                        let mut rule = None;
+                        c.object(|c, key| match key {
+                            "rule" => c.str().map(|r| rule = Some(r)),
+                            _ => c.skip(0),
+                        })?;
+                        rules.push(ReasonBrief { rule: Cow::Borrowed(rule?) });
+                        Some(())
+                    })?;
+                    reasons = Some(rules);
+                }
+                _ => c.skip(0)?,
+            }
+            Some(())
+        })?;
+        c.end()?;
+        Some(DecisionBrief {
+            time: Cow::Borrowed(time?),
+            decision: decision?,
+            ruleset: Cow::Borrowed(ruleset?),
+            reasons: reasons?,
+        })
+    }
+}
+
 /// An order for credential brokers and tool proxies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControlCommand {
@@ -239,6 +310,72 @@ mod tests {
             let serde = serde_json::to_vec(&d).unwrap_or_default();
             prop_assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&serde));
         }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// The direct read accepts nothing serde_json reads otherwise: the
+        /// decision's JSON, and it with any one byte changed to one that
+        /// renames a key, ends a string, starts an escape or makes a float,
+        /// or with such a byte after it.
+        #[test]
+        fn a_brief_reads_as_serde_reads_it(d in decision()) {
+            let mut json = Vec::new();
+            d.write_json(&mut json);
+            let changed = (0..=json.len()).flat_map(|at| {
+                b"x\"\\. ".iter().map(move |&byte| (at, byte))
+            });
+            for (at, byte) in std::iter::once((usize::MAX, 0)).chain(changed) {
+                let mut text = json.clone();
+                match text.get_mut(at) {
+                    Some(b) => *b = byte,
+                    None if at == json.len() => text.push(byte),
+                    None => {}
+                }
+                let Ok(text) = std::str::from_utf8(&text) else { continue };
+                if let Some(plain) = DecisionBrief::read_plain(text) {
+                    prop_assert_eq!(Some(plain), serde_json::from_str::<DecisionBrief>(text).ok());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_decision_the_engine_writes_is_read_directly() {
+        let mut evidence = BTreeMap::new();
+        evidence.insert("calls".to_owned(), serde_json::Value::from(12));
+        evidence.insert("tool".to_owned(), serde_json::Value::from("http.post"));
+        let reason = |rule: &str| Reason { rule: rule.into(), score: 30, message: "m".into(), evidence: evidence.clone() };
+        let d = Decision {
+            decision_id: "d-1".into(),
+            event_id: "e-1".into(),
+            time: "2026-11-28T09:00:00.028Z".into(),
+            tenant: "acme".into(),
+            agent_id: "agent-1".into(),
+            workload_id: "spiffe://acme.example/agents/agent-1".into(),
+            task_id: None,
+            decision: Verdict::StepUp,
+            score: 60,
+            reasons: vec![reason("scope_drift"), reason("builtin.pending_step_up")],
+            faults: vec![RuleFault { rule: "r".into(), error: "e".into() }],
+            ruleset: "sha256:1".into(),
+            mode: Mode::Enforce,
+        };
+        let mut json = Vec::new();
+        d.write_json(&mut json);
+        let text = std::str::from_utf8(&json).unwrap_or_default();
+        let brief = DecisionBrief {
+            time: d.time.as_str().into(),
+            decision: Verdict::StepUp,
+            ruleset: d.ruleset.as_str().into(),
+            reasons: ["scope_drift", "builtin.pending_step_up"].map(|rule| ReasonBrief { rule: rule.into() }).to_vec(),
+        };
+        assert_eq!(DecisionBrief::read_plain(text), Some(brief.clone()), "read directly");
+        // A float in the evidence is for serde to read.
+        let float = text.replace("\"calls\":12", "\"calls\":1.5");
+        assert!(DecisionBrief::read_plain(&float).is_none());
+        assert_eq!(DecisionBrief::read(float.as_bytes()).ok(), Some(brief));
     }
 
     /// Ids are compared across versions (replay against recorded

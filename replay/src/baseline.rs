@@ -61,26 +61,6 @@ fn event_id_in_prefix(line: &[u8]) -> Option<&str> {
     std::str::from_utf8(&rest[..plain(rest)?]).ok()
 }
 
-/// What a replay reads of every recorded decision, borrowed from its line:
-/// enough to count it and to tell whether the candidate agrees with it.
-/// Only a decision that differs is read whole.
-#[derive(Deserialize)]
-pub struct RecordedBrief<'a> {
-    #[serde(borrow)]
-    pub time: Cow<'a, str>,
-    pub decision: Verdict,
-    #[serde(borrow)]
-    pub ruleset: Cow<'a, str>,
-    #[serde(borrow)]
-    pub reasons: Vec<RecordedReason<'a>>,
-}
-
-#[derive(Deserialize)]
-pub struct RecordedReason<'a> {
-    #[serde(borrow)]
-    pub rule: Cow<'a, str>,
-}
-
 /// Reads recorded decisions in step with the input.
 pub struct RecordedJoin {
     path: String,

@@ -21,9 +21,8 @@ use vigil::event::Input;
 use vigil::pipeline::{Outputs, Pipeline};
 use vigil::rules::{RuleHost, RulesetSource};
 use vigil::state::StateConfig;
-use vigil::verdict::Decision;
+use vigil::verdict::{Decision, DecisionBrief};
 
-use crate::baseline::RecordedBrief;
 use crate::compare::{self, Side};
 use crate::tally::{verdict_index, Tally};
 use crate::ReplayError;
@@ -80,7 +79,7 @@ fn recorded<'a>(
     after: Option<&Decision>,
     whole: &'a mut Option<Decision>,
 ) -> Before<'a> {
-    let Ok(brief) = serde_json::from_slice::<RecordedBrief>(bytes) else {
+    let Ok(brief) = DecisionBrief::read(bytes) else {
         tally.baseline_unreadable += 1;
         return Before::Missing;
     };
