@@ -113,10 +113,10 @@ impl RecordedJoin {
         }
     }
 
-    /// Hands the current line over, leaving a buffer of the same size.
-    fn take_line(&mut self) -> Vec<u8> {
-        let capacity = self.line.capacity();
-        std::mem::replace(&mut self.line, Vec::with_capacity(capacity))
+    /// A copy of the current line, sized to it: lines wait in the workers'
+    /// queues, and the reading buffer is as long as the longest line yet.
+    fn take_line(&self) -> Vec<u8> {
+        self.line.clone()
     }
 
     fn count_unmatched(&mut self, line: &[u8]) {
