@@ -201,3 +201,63 @@ fn replay_from_a_checkpoint_says_where_it_started() {
     assert_eq!(run.status.code(), Some(2), "{}", text(&run.stderr));
     assert!(text(&run.stderr).contains("nowhere"), "{}", text(&run.stderr));
 }
+
+/// The analyst's first backtest: `vigil run` records decisions, and
+/// `vigil replay --baseline-decisions` compares a candidate with them. The
+/// rules that made the recording change nothing; one added rule changes
+/// the decisions the diff lists, each by that rule or by the step-up it
+/// left pending.
+#[test]
+fn replay_against_what_a_run_recorded() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("{e}"));
+    let path = |p: &Path| p.to_str().unwrap_or_default().to_owned();
+    let spec = vigil::workload::WorkloadSpec { agents_per_tenant: 6, tasks_per_agent: 2, actions_per_task: 20, ..Default::default() };
+    let input = dir.path().join("activity.jsonl");
+    std::fs::write(&input, vigil::workload::generate(&spec).join("\n")).unwrap_or_else(|e| unreachable!("{e}"));
+    let recorded = dir.path().join("recorded");
+    let run = vigil(&["run", "--input", &path(&input), "--out", &path(&recorded)]);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    let decisions = recorded.join("decisions.jsonl");
+    let recorded_count = std::fs::read_to_string(&decisions).unwrap_or_default().lines().count() as u64;
+
+    let candidate = dir.path().join("candidate");
+    std::fs::create_dir_all(&candidate).unwrap_or_else(|e| unreachable!("{e}"));
+    for entry in std::fs::read_dir(RULES).into_iter().flatten().flatten() {
+        if entry.path().is_file() {
+            let _ = std::fs::copy(entry.path(), candidate.join(entry.file_name()));
+        }
+    }
+    let rule = "// id: large_partner_post\n// kinds: network_egress\n\nif event.tool == \"http.post\" && event.bytes > 150000 { return finding(35); }\n()\n";
+    std::fs::write(candidate.join("large_partner_post.rhai"), rule).unwrap_or_else(|e| unreachable!("{e}"));
+
+    let replay = |rules: &str, out: &Path| -> (serde_json::Value, String) {
+        let args = ["replay", "--input", &path(&input), "--baseline-decisions", &path(&decisions), "--rules", rules];
+        let run = vigil(&[&args[..], &["--out", &path(out), "--no-progress"]].concat());
+        assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+        let summary = std::fs::read(out.join("summary.json")).unwrap_or_default();
+        let summary = serde_json::from_slice(&summary).unwrap_or_else(|e| unreachable!("{e}"));
+        (summary, std::fs::read_to_string(out.join("diff.jsonl")).unwrap_or_default())
+    };
+    let (same, diff) = replay(RULES, &dir.path().join("same"));
+    assert_eq!(same["compared"], recorded_count, "{same}");
+    for key in ["changed", "reasons_changed", "only_candidate", "only_baseline", "baseline_unreadable"] {
+        assert_eq!(same[key], 0, "{key}");
+    }
+    assert!(diff.is_empty(), "{diff}");
+
+    let (added, diff) = replay(&path(&candidate), &dir.path().join("added"));
+    let changed = added["changed"].as_u64().unwrap_or_default();
+    assert!(changed > 0, "{added}");
+    assert_eq!(diff.lines().count() as u64, changed);
+    // The rule's own step-ups, and the later actions that wait for them.
+    let mut by_the_rule = 0;
+    for line in diff.lines() {
+        let changed: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+        let added = changed["rules_added"].as_array().cloned().unwrap_or_default();
+        assert!(!added.is_empty(), "{line}");
+        assert!(added.iter().all(|r| r == "large_partner_post" || r == "builtin.pending_step_up"), "{line}");
+        assert_eq!(changed["rules_removed"], serde_json::json!([]), "{line}");
+        by_the_rule += usize::from(added.iter().any(|r| r == "large_partner_post"));
+    }
+    assert!(by_the_rule > 0, "{diff}");
+}
