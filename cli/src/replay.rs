@@ -52,6 +52,10 @@ pub struct ReplayArgs {
     /// Compare with the decisions a run recorded (`decisions.jsonl` of `vigil run`).
     #[arg(long, value_name = "FILE")]
     baseline_decisions: Option<PathBuf>,
+    /// Kafka: compare with the decisions the engine published on this topic
+    /// (`vigil.decisions`), read over the same `--from-time`/`--to-time`.
+    #[arg(long, value_name = "TOPIC", requires = "brokers", conflicts_with_all = ["baseline_rules", "baseline_decisions"])]
+    baseline_topic: Option<String>,
     /// Start both rulesets from a live engine's checkpoint store (its
     /// `[checkpoint] dir`, or the store file in it; of a stopped engine, or
     /// a copy) instead of an empty state. The input is what came after it.
@@ -86,6 +90,16 @@ fn input(args: &ReplayArgs) -> Result<ReplayInput, Failure> {
             None => Err(Failure::Input("give `--input FILE` or `--brokers HOST:PORT --topic TOPIC`".into())),
         };
     };
+    Ok(ReplayInput::Kafka(KafkaRange {
+        brokers: brokers.clone(),
+        topics: args.topic.clone(),
+        from: bound(args.from_offset, args.from_time.as_deref(), "from")?,
+        to: bound(args.to_offset, args.to_time.as_deref(), "to")?,
+        properties: properties(args)?,
+    }))
+}
+
+fn properties(args: &ReplayArgs) -> Result<BTreeMap<String, String>, Failure> {
     let mut properties = BTreeMap::new();
     for pair in &args.kafka_property {
         let Some((key, value)) = pair.split_once('=') else {
@@ -93,20 +107,32 @@ fn input(args: &ReplayArgs) -> Result<ReplayInput, Failure> {
         };
         properties.insert(key.trim().to_owned(), value.trim().to_owned());
     }
-    Ok(ReplayInput::Kafka(KafkaRange {
-        brokers: brokers.clone(),
-        topics: args.topic.clone(),
-        from: bound(args.from_offset, args.from_time.as_deref(), "from")?,
-        to: bound(args.to_offset, args.to_time.as_deref(), "to")?,
-        properties,
+    Ok(properties)
+}
+
+/// The published decisions' range: the input's times. An offset in the
+/// activity topics names no decision, so offsets are refused.
+fn published(args: &ReplayArgs, topic: &str) -> Result<Baseline, Failure> {
+    if args.from_offset.is_some() || args.to_offset.is_some() {
+        return Err(Failure::Input(
+            "`--baseline-topic` is read over `--from-time`/`--to-time`: offsets of the activity topics name no decisions".into(),
+        ));
+    }
+    Ok(Baseline::Published(KafkaRange {
+        brokers: args.brokers.clone().unwrap_or_default(),
+        topics: vec![topic.to_owned()],
+        from: bound(None, args.from_time.as_deref(), "from")?,
+        to: bound(None, args.to_time.as_deref(), "to")?,
+        properties: properties(args)?,
     }))
 }
 
 pub fn run(args: ReplayArgs) -> Result<(), Failure> {
     let candidate = crate::load_rules(args.rules.as_ref())?;
-    let baseline = match (&args.baseline_decisions, &args.baseline_rules) {
-        (Some(file), _) => Baseline::Recorded(file.clone()),
-        (None, dir) => Baseline::Rules(crate::load_rules(dir.as_ref())?),
+    let baseline = match (&args.baseline_decisions, &args.baseline_topic, &args.baseline_rules) {
+        (Some(file), _, _) => Baseline::Recorded(file.clone()),
+        (None, Some(topic), _) => published(&args, topic)?,
+        (None, None, dir) => Baseline::Rules(crate::load_rules(dir.as_ref())?),
     };
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     if workers == 0 {

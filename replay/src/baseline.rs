@@ -15,7 +15,8 @@ use serde::Deserialize;
 use vigil::rules::RulesetSource;
 use vigil::verdict::Verdict;
 
-use crate::input::{open_lines, InputDigest};
+use crate::input::kafka::{KafkaInput, KafkaRange, ValueLines};
+use crate::input::{hashed_lines, open_lines, InputDigest};
 use crate::tally::{verdict_index, VerdictCounts};
 use crate::ReplayError;
 
@@ -23,7 +24,10 @@ use crate::ReplayError;
 #[derive(Debug, Clone)]
 pub enum Baseline {
     Rules(RulesetSource),
+    /// A `decisions.jsonl` that `vigil run` wrote (plain or gzip).
     Recorded(PathBuf),
+    /// The decisions the engine published on a topic (JSON), over a range.
+    Published(KafkaRange),
 }
 
 /// How many recorded decisions may be read ahead of the input.
@@ -83,8 +87,20 @@ impl std::fmt::Debug for RecordedJoin {
 impl RecordedJoin {
     pub fn open(path: &Path) -> Result<RecordedJoin, ReplayError> {
         let (lines, digest) = open_lines(path)?;
-        Ok(RecordedJoin {
-            path: path.display().to_string(),
+        Ok(RecordedJoin::over(path.display().to_string(), lines, digest))
+    }
+
+    /// The decisions published on a topic range, merged by the time of the
+    /// events they decided.
+    pub fn open_topic(range: &KafkaRange) -> Result<RecordedJoin, ReplayError> {
+        let values = ValueLines::new(KafkaInput::open_decisions(range)?);
+        let (lines, digest) = hashed_lines(Box::new(values));
+        Ok(RecordedJoin::over(format!("kafka {} on {}", range.topics.join(","), range.brokers), lines, digest))
+    }
+
+    fn over(path: String, lines: Box<dyn BufRead>, digest: InputDigest) -> RecordedJoin {
+        RecordedJoin {
+            path,
             lines,
             line: Vec::new(),
             window: HashMap::new(),
@@ -92,7 +108,7 @@ impl RecordedJoin {
             digest,
             unreadable: 0,
             unmatched: VerdictCounts::default(),
-        })
+        }
     }
 
     /// Reads the next line that is not blank into `self.line`; false at the end.

@@ -210,6 +210,7 @@ pub fn replay(config: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
             (Some(rules), None)
         }
         Baseline::Recorded(path) => (None, Some(RecordedJoin::open(path)?)),
+        Baseline::Published(range) => (None, Some(RecordedJoin::open_topic(range)?)),
     };
     let snapshot = config.checkpoint.as_deref().map(vigil::checkpoint::snapshot).transpose()?.map(Arc::new);
     // From the earliest record, a topic range would fold again what the

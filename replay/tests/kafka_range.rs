@@ -124,24 +124,25 @@ fn summary(out: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(out.join(SUMMARY_FILE)).unwrap()).unwrap()
 }
 
-#[test]
-fn a_topic_range_replays_like_the_same_records_in_a_file() {
-    let broker = Broker::get();
-    let topic = format!("replay-range-{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
-    create_topic(&broker.brokers, &topic);
-    let spec = WorkloadSpec { agents_per_tenant: 6, tasks_per_agent: 2, actions_per_task: 20, ..WorkloadSpec::default() };
-    let lines = generate(&spec);
+fn unique_topic(name: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{name}-{}-{nanos}", std::process::id())
+}
+
+/// Produces `lines` to `topic`, each to the partition of its agent, in order;
+/// returns how many went to each partition.
+fn produce(brokers: &str, topic: &str, lines: &[String]) -> [i64; PARTITIONS as usize] {
     let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.brokers)
+        .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .create()
         .unwrap();
     let mut per_partition = [0i64; PARTITIONS as usize];
-    for line in &lines {
+    for line in lines {
         let p = partition_of(line);
         per_partition[p as usize] += 1;
-        let mut record = BaseRecord::<[u8], [u8]>::to(&topic).partition(p).payload(line.as_bytes());
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic).partition(p).payload(line.as_bytes());
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -153,6 +154,27 @@ fn a_topic_range_replays_like_the_same_records_in_a_file() {
         }
     }
     producer.flush(Duration::from_secs(60)).unwrap();
+    per_partition
+}
+
+fn whole(brokers: &str, topic: &str) -> KafkaRange {
+    KafkaRange {
+        brokers: brokers.to_owned(),
+        topics: vec![topic.to_owned()],
+        from: Bound::Edge,
+        to: Bound::Edge,
+        properties: Default::default(),
+    }
+}
+
+#[test]
+fn a_topic_range_replays_like_the_same_records_in_a_file() {
+    let broker = Broker::get();
+    let topic = unique_topic("replay-range");
+    create_topic(&broker.brokers, &topic);
+    let spec = WorkloadSpec { agents_per_tenant: 6, tasks_per_agent: 2, actions_per_task: 20, ..WorkloadSpec::default() };
+    let lines = generate(&spec);
+    let per_partition = produce(&broker.brokers, &topic, &lines);
     assert!(per_partition.iter().all(|n| *n > 20), "every partition has records: {per_partition:?}");
 
     let dir = tempfile::tempdir().unwrap();
@@ -163,13 +185,7 @@ fn a_topic_range_replays_like_the_same_records_in_a_file() {
 
     let (from_file, from_kafka) = (dir.path().join("file"), dir.path().join("kafka"));
     replay(&config(ReplayInput::File(file), &from_file)).unwrap();
-    let range = KafkaRange {
-        brokers: broker.brokers.clone(),
-        topics: vec![topic.clone()],
-        from: Bound::Edge,
-        to: Bound::Edge,
-        properties: Default::default(),
-    };
+    let range = whole(&broker.brokers, &topic);
     replay(&config(ReplayInput::Kafka(range.clone()), &from_kafka)).unwrap();
     let diff = std::fs::read(from_kafka.join(DIFF_FILE)).unwrap();
     assert!(diff.len() > 1000, "the candidate changes decisions");
@@ -188,3 +204,57 @@ fn a_topic_range_replays_like_the_same_records_in_a_file() {
     replay(&config(ReplayInput::Kafka(KafkaRange { from: Bound::Offset(1 << 40), ..range }), &past)).unwrap();
     assert_eq!(summary(&past)["input"]["records"], 0);
 }
+
+/// The decisions a live engine published, read back from their topic as the
+/// baseline, compare as the same decisions in a file do: they are merged by
+/// the time of the events they decided, so they meet the activity in step.
+#[test]
+fn published_decisions_are_a_baseline_like_a_recorded_file() {
+    use std::sync::atomic::AtomicBool;
+    use vigil::pipeline::{self, Pipeline};
+    use vigil::rules::RuleHost;
+    use vigil::sink::jsonl::JsonlSink;
+    use vigil::source::file::JsonlSource;
+
+    let broker = Broker::get();
+    let (activity, decisions) = (unique_topic("replay-activity"), unique_topic("replay-decisions"));
+    create_topic(&broker.brokers, &activity);
+    create_topic(&broker.brokers, &decisions);
+    let spec = WorkloadSpec { agents_per_tenant: 6, tasks_per_agent: 2, actions_per_task: 20, ..WorkloadSpec::default() };
+    let lines = generate(&spec);
+    produce(&broker.brokers, &activity, &lines);
+
+    // What the engine decides on the activity in the order a replay reads it,
+    // published keyed by agent as the live engine publishes.
+    let dir = tempfile::tempdir().unwrap();
+    let merged = dir.path().join("merged.jsonl");
+    std::fs::write(&merged, merged_order(&lines).iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules");
+    let mut engine = Pipeline::new(RuleHost::compile(RulesetSource::load(&shipped).unwrap()).unwrap(), StateConfig::default());
+    let recorded = dir.path().join("recorded");
+    let mut sink = JsonlSink::create(&recorded).unwrap();
+    let mut source = JsonlSource::open(merged.to_str().unwrap()).unwrap();
+    pipeline::run(&mut source, &mut engine, &mut sink, &AtomicBool::new(false)).unwrap();
+    drop(sink);
+    let file = recorded.join("decisions.jsonl");
+    let published: Vec<String> = std::fs::read_to_string(&file).unwrap().lines().map(str::to_owned).collect();
+    let per_partition = produce(&broker.brokers, &decisions, &published);
+    assert!(per_partition.iter().all(|n| *n > 20), "every partition has decisions: {per_partition:?}");
+
+    let (by_topic, by_file) = (dir.path().join("topic"), dir.path().join("file"));
+    let input = || ReplayInput::Kafka(whole(&broker.brokers, &activity));
+    let published_baseline = Baseline::Published(whole(&broker.brokers, &decisions));
+    replay(&ReplayConfig { baseline: published_baseline, ..config(input(), &by_topic) }).unwrap();
+    replay(&ReplayConfig { baseline: Baseline::Recorded(file), ..config(input(), &by_file) }).unwrap();
+    let diff = std::fs::read(by_topic.join(DIFF_FILE)).unwrap();
+    assert!(diff.len() > 1000, "the candidate changes decisions");
+    assert!(std::fs::read(by_file.join(DIFF_FILE)).unwrap() == diff, "diff.jsonl differs");
+    let (a, b) = (summary(&by_topic), summary(&by_file));
+    assert_eq!(a["compared"], published.len());
+    for key in ["only_candidate", "only_baseline", "baseline_unreadable"] {
+        assert_eq!(a[key], 0, "{key}");
+    }
+    // The digest covers the published values in merged order: the file's bytes.
+    assert_eq!(a, b);
+}
+

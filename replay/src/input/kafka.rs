@@ -29,6 +29,7 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use vigil::decode::avro::AvroDecoder;
 use vigil::decode::{self, DecodeError};
 use vigil::event::{Input, Timestamp};
+use vigil::verdict::DecisionBrief;
 
 use super::{InputDigest, Item, ReplaySource};
 use crate::ReplayError;
@@ -96,9 +97,20 @@ fn kafka_error(what: &str, error: KafkaError) -> ReplayError {
     ReplayError::Input(format!("kafka: {what}: {error}"))
 }
 
+/// What the values of a topic range are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Values {
+    /// Activity events and signals, decoded as the engine decodes them.
+    Records,
+    /// Decisions the engine published (JSON), merged by their `time`, the
+    /// time of the event decided; not decoded as records.
+    Decisions,
+}
+
 /// Records of a Kafka topic range, merged by event time.
 pub struct KafkaInput {
     consumer: BaseConsumer,
+    values: Values,
     partitions: Vec<Partition>,
     /// Heads of the partitions' queues: (time, partition index, offset).
     heads: BinaryHeap<std::cmp::Reverse<(i64, usize, i64)>>,
@@ -124,7 +136,19 @@ fn tpl_one(topic: &str, partition: i32, offset: Offset) -> Result<TopicPartition
 }
 
 impl KafkaInput {
+    /// A range of activity events and signals.
     pub fn open(range: &KafkaRange) -> Result<KafkaInput, ReplayError> {
+        KafkaInput::open_values(range, Values::Records)
+    }
+
+    /// A range of decisions the engine published, as the baseline of a
+    /// replay: merged by the time of the event each decided, so they come
+    /// in step with the activity they answer.
+    pub fn open_decisions(range: &KafkaRange) -> Result<KafkaInput, ReplayError> {
+        KafkaInput::open_values(range, Values::Decisions)
+    }
+
+    fn open_values(range: &KafkaRange, values: Values) -> Result<KafkaInput, ReplayError> {
         if range.topics.is_empty() {
             return Err(ReplayError::Input("kafka: no topic to replay".into()));
         }
@@ -194,6 +218,7 @@ impl KafkaInput {
         let avro = AvroDecoder::shipped().map_err(|e| ReplayError::Input(format!("avro schemas: {e}")))?;
         Ok(KafkaInput {
             consumer,
+            values,
             partitions,
             heads: BinaryHeap::new(),
             avro,
@@ -254,9 +279,20 @@ impl KafkaInput {
             return Ok(());
         }
         let payload = message.payload().unwrap_or_default().to_vec();
-        let decoded = decode::decode(&payload, Some(&self.avro));
+        let (decoded, time) = match self.values {
+            Values::Records => {
+                let decoded = decode::decode(&payload, Some(&self.avro));
+                let time = decoded.as_ref().ok().map(|input| input.time().millis());
+                (decoded, time)
+            }
+            Values::Decisions => {
+                let brief = DecisionBrief::read(&payload).ok();
+                let time = brief.and_then(|b| Timestamp::parse_rfc3339(&b.time)).map(Timestamp::millis);
+                (Err(DecodeError::Empty), time)
+            }
+        };
         let p = &mut self.partitions[i];
-        let time = decoded.as_ref().map_or(p.last_time, |input| input.time().millis());
+        let time = time.unwrap_or(p.last_time);
         p.last_time = time;
         // Gaps (transaction markers, compaction) are skipped over.
         p.next = offset + 1;
@@ -357,5 +393,40 @@ impl ReplaySource for KafkaInput {
 
     fn digest(&self) -> String {
         self.digest.hex()
+    }
+}
+
+/// The values of a range as JSON Lines, each followed by a newline: what a
+/// file of them in merged order would hold (published decisions, for the
+/// recorded baseline).
+pub struct ValueLines {
+    input: KafkaInput,
+    line: Vec<u8>,
+    at: usize,
+}
+
+impl ValueLines {
+    pub fn new(input: KafkaInput) -> ValueLines {
+        ValueLines { input, line: Vec::new(), at: 0 }
+    }
+}
+
+impl std::io::Read for ValueLines {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.at == self.line.len() {
+            self.line.clear();
+            self.at = 0;
+            match self.input.next().map_err(|e| std::io::Error::other(e.to_string()))? {
+                Some(item) => {
+                    self.line.extend_from_slice(item.payload);
+                    self.line.push(b'\n');
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.line.len() - self.at);
+        buf[..n].copy_from_slice(&self.line[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
     }
 }
