@@ -261,3 +261,12 @@ fn replay_against_what_a_run_recorded() {
     }
     assert!(by_the_rule > 0, "{diff}");
 }
+
+/// Offsets of the activity topics name no decisions: a published baseline
+/// with offsets is refused before anything is read.
+#[test]
+fn a_published_baseline_is_read_by_time_not_offset() {
+    let run = vigil(&["replay", "--brokers", "127.0.0.1:1", "--topic", "agent.activity", "--baseline-topic", "vigil.decisions", "--from-offset", "3"]);
+    assert_eq!(run.status.code(), Some(2), "{}", text(&run.stderr));
+    assert!(text(&run.stderr).contains("--from-time"), "{}", text(&run.stderr));
+}
