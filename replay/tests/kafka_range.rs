@@ -1,6 +1,8 @@
 //! Replay of a Kafka topic range against the real broker: the range gives
 //! the same diff and summary as the same records in a file, in the order the
-//! replay merges partitions (event time, then partition, then offset).
+//! replay merges partitions (event time, then partition, then offset); and
+//! decisions published on a topic are a baseline as the same decisions in a
+//! file are.
 //!
 //! The broker is the one `VIGIL_TEST_BROKERS` names, or one started here
 //! through `scripts/kafka.sh` and stopped at the end.
