@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::io::BufRead;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -16,7 +16,7 @@ use vigil::rules::RulesetSource;
 use vigil::verdict::Verdict;
 
 use crate::input::kafka::{KafkaInput, KafkaRange, ValueLines};
-use crate::input::{hashed_lines, open_lines, InputDigest};
+use crate::input::{open_lines, InputDigest};
 use crate::tally::{verdict_index, VerdictCounts};
 use crate::ReplayError;
 
@@ -93,8 +93,10 @@ impl RecordedJoin {
     /// The decisions published on a topic range, merged by the time of the
     /// events they decided.
     pub fn open_topic(range: &KafkaRange) -> Result<RecordedJoin, ReplayError> {
+        // The range hashes what it reads: the same bytes as these lines.
         let values = ValueLines::new(KafkaInput::open_decisions(range)?);
-        let (lines, digest) = hashed_lines(Box::new(values));
+        let digest = values.digest();
+        let lines = Box::new(BufReader::with_capacity(1 << 16, values));
         Ok(RecordedJoin::over(format!("kafka {} on {}", range.topics.join(","), range.brokers), lines, digest))
     }
 

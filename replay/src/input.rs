@@ -183,12 +183,7 @@ pub fn open_lines(path: &Path) -> Result<(Box<dyn BufRead>, InputDigest), Replay
     let file = File::open(path).map_err(read_error)?;
     let decoded: Box<dyn Read> =
         if gzip { Box::new(MultiGzDecoder::new(BufReader::with_capacity(1 << 16, file))) } else { Box::new(file) };
-    Ok(hashed_lines(decoded))
-}
-
-/// Lines from `reader`, hashed as they are read.
-pub fn hashed_lines(reader: Box<dyn Read>) -> (Box<dyn BufRead>, InputDigest) {
     let digest = InputDigest::default();
-    let hashing = Hashing { inner: reader, digest: digest.clone() };
-    (Box::new(BufReader::with_capacity(1 << 16, hashing)), digest)
+    let hashing = Hashing { inner: decoded, digest: digest.clone() };
+    Ok((Box::new(BufReader::with_capacity(1 << 16, hashing)), digest))
 }

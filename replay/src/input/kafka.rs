@@ -409,6 +409,11 @@ impl ValueLines {
     pub fn new(input: KafkaInput) -> ValueLines {
         ValueLines { input, line: Vec::new(), at: 0 }
     }
+
+    /// The range's digest as it is read: these lines' bytes.
+    pub fn digest(&self) -> InputDigest {
+        self.input.digest.clone()
+    }
 }
 
 impl std::io::Read for ValueLines {
