@@ -66,6 +66,24 @@ pub fn decode_json(bytes: &[u8]) -> Result<Input, DecodeError> {
     }
 }
 
+/// The ids an activity event is routed and joined by, borrowed from its JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActivityKey<'a> {
+    pub event_id: &'a str,
+    pub tenant: &'a str,
+    pub agent_id: &'a str,
+    pub credential_id: Option<&'a str>,
+}
+
+/// The ids of a JSON activity event, read without decoding it: nothing is
+/// allocated. `None` for a signal, a record outside the direct reader's
+/// subset (an escape, a float, a duplicate key) or one without its tenant,
+/// which the caller decodes whole instead. The ids are the decoded event's;
+/// whether the event is valid only decoding tells.
+pub fn activity_key(bytes: &[u8]) -> Option<ActivityKey<'_>> {
+    fast::activity_key(std::str::from_utf8(bytes).ok()?)
+}
+
 /// Decodes a record whose format is told by its first byte: JSON, or Avro in
 /// the Confluent wire format resolved through `avro`.
 pub fn decode(bytes: &[u8], avro: Option<&avro::AvroDecoder>) -> Result<Input, DecodeError> {

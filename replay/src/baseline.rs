@@ -131,12 +131,6 @@ impl RecordedJoin {
         }
     }
 
-    /// A copy of the current line, sized to it: lines wait in the workers'
-    /// queues, and the reading buffer is as long as the longest line yet.
-    fn take_line(&self) -> Vec<u8> {
-        self.line.clone()
-    }
-
     fn count_unmatched(&mut self, line: &[u8]) {
         match serde_json::from_slice::<RecordedVerdict>(line).ok().and_then(|k| k.decision) {
             Some(v) => self.unmatched[verdict_index(v)] += 1,
@@ -144,12 +138,14 @@ impl RecordedJoin {
         }
     }
 
-    /// The recorded decision for `event_id`, if there is one within reach.
-    pub fn take(&mut self, event_id: &str) -> Result<Option<Vec<u8>>, ReplayError> {
+    /// Appends the recorded decision for `event_id` to `into`, if there is
+    /// one within reach; whether there was.
+    pub fn take(&mut self, event_id: &str, into: &mut Vec<u8>) -> Result<bool, ReplayError> {
         // In step with the input the window stays empty: no key to hash.
         if !self.window.is_empty() {
             if let Some(line) = self.window.remove(event_id) {
-                return Ok(Some(line));
+                into.extend_from_slice(&line);
+                return Ok(true);
             }
         }
         while !self.exhausted && self.window.len() < WINDOW {
@@ -157,14 +153,19 @@ impl RecordedJoin {
                 break;
             }
             let id = match event_id_of(&self.line) {
-                Some(id) if id == event_id => return Ok(Some(self.take_line())),
+                Some(id) if id == event_id => {
+                    into.extend_from_slice(&self.line);
+                    return Ok(true);
+                }
                 Some(id) => id.into_owned(),
                 None => {
                     self.unreadable += 1;
                     continue;
                 }
             };
-            let line = self.take_line();
+            // A copy sized to the line: the reading buffer is as long as
+            // the longest line yet.
+            let line = self.line.clone();
             match self.window.entry(id) {
                 // A second decision for one event: the first one stays.
                 std::collections::hash_map::Entry::Occupied(_) => self.count_unmatched(&line),
@@ -173,7 +174,7 @@ impl RecordedJoin {
                 }
             }
         }
-        Ok(None)
+        Ok(false)
     }
 
     /// Reads to the end so the digest covers the whole file and every

@@ -14,7 +14,7 @@ use std::rc::Rc;
 
 use flate2::read::MultiGzDecoder;
 use sha2::{Digest, Sha256};
-use vigil::decode::{self, DecodeError};
+use vigil::decode::DecodeError;
 use vigil::event::Input;
 use vigil::source::file::JsonlSource;
 use vigil::source::{Record, Source};
@@ -97,17 +97,23 @@ fn is_gzip(path: &Path) -> Result<bool, std::io::Error> {
 
 /// One input record: where it stands in the input, what it decoded to, and
 /// its bytes as stored (a JSON line, a Kafka value, an Avro datum).
+///
+/// A JSON line comes undecoded: the replay decodes it where that costs
+/// least (see [`crate::worker`]), with the engine's JSON decoder.
 #[derive(Debug)]
 pub struct Item<'a> {
     /// Its position in every output: the line for JSON Lines, the record's
     /// number (from 1) for Avro files and Kafka ranges.
     pub position: i64,
-    pub decoded: Result<Input, DecodeError>,
+    /// `None` for a JSON line, which `vigil::decode::decode(payload, None)`
+    /// decodes as a live run decodes a file record.
+    pub decoded: Option<Result<Input, DecodeError>>,
     pub payload: &'a [u8],
 }
 
 /// Where the records of a replay come from. Each source decodes with the
-/// engine's own decoders, so a record means the same as in a live run.
+/// engine's own decoders (a JSON line's is left to the replay), so a record
+/// means the same as in a live run.
 pub trait ReplaySource {
     /// The next record; `None` at the end of the input.
     fn next(&mut self) -> Result<Option<Item<'_>>, ReplayError>;
@@ -137,9 +143,7 @@ impl ReplaySource for JsonlInput {
         if !self.source.next_into(&mut self.record)? {
             return Ok(None);
         }
-        // As `Pipeline::process` decodes a file record: JSON, no Avro schemas.
-        let decoded = decode::decode(&self.record.payload, None);
-        Ok(Some(Item { position: self.record.origin.offset, decoded, payload: &self.record.payload }))
+        Ok(Some(Item { position: self.record.origin.offset, decoded: None, payload: &self.record.payload }))
     }
 
     fn progress(&self) -> (u64, u64) {

@@ -7,8 +7,9 @@
 //!
 //! - [`input`] streams and decodes JSON Lines (plain or gzip), Avro object
 //!   container files or a Kafka topic range, and hashes what it reads;
-//! - [`route`] spreads decoded records over workers by `(tenant, agent_id)`;
-//! - [`worker`] runs the pipelines and compares, with [`compare`], into a [`tally`];
+//! - [`route`] spreads records over workers by `(tenant, agent_id)`;
+//! - [`worker`] decodes what the reader did not, runs the pipelines and
+//!   compares, with [`compare`], into a [`tally`];
 //! - [`baseline`] joins recorded decisions to the input;
 //! - [`diff_file`], [`summary`] and [`report`] write `diff.jsonl`,
 //!   `summary.json` and `report.html`.
@@ -27,6 +28,8 @@ pub mod summary;
 pub mod tally;
 pub mod worker;
 
+use std::borrow::Cow;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
@@ -47,7 +50,7 @@ use input::ReplaySource;
 use route::{RecordIds, Route, Router};
 use summary::{BaselineFacts, CheckpointFacts, RunFacts, Summary};
 use tally::Tally;
-use worker::{Job, WorkerSpec};
+use worker::{Batch, Job, Record, WorkerSpec};
 
 /// The output files, in `--out DIR`.
 pub const SUMMARY_FILE: &str = "summary.json";
@@ -132,8 +135,8 @@ pub struct ReplayOutcome {
 }
 
 struct Workers {
-    senders: Vec<SyncSender<Vec<Job>>>,
-    batches: Vec<Vec<Job>>,
+    senders: Vec<SyncSender<Batch>>,
+    batches: Vec<Batch>,
     handles: Vec<JoinHandle<Result<Tally, ReplayError>>>,
     parts: Vec<PathBuf>,
 }
@@ -161,27 +164,35 @@ impl Workers {
                 .spawn(move || worker::run(spec, rx))
                 .map_err(|_| ReplayError::Worker(i))?;
             workers.senders.push(tx);
-            workers.batches.push(Vec::with_capacity(BATCH));
+            workers.batches.push(Batch::with_capacity(BATCH, 0));
             workers.handles.push(handle);
             workers.parts.push(part);
         }
         Ok(workers)
     }
 
+    /// The batch being filled for worker `i`.
+    fn batch(&mut self, i: usize) -> &mut Batch {
+        &mut self.batches[i]
+    }
+
     /// Queues a job; `false` when the worker has stopped (its error is
     /// collected by [`Workers::join`]).
     fn push(&mut self, i: usize, job: Job) -> bool {
-        self.batches[i].push(job);
-        if self.batches[i].len() < BATCH {
+        let batch = &mut self.batches[i];
+        batch.jobs.push(job);
+        if batch.jobs.len() < BATCH {
             return true;
         }
-        let batch = std::mem::replace(&mut self.batches[i], Vec::with_capacity(BATCH));
-        self.senders[i].send(batch).is_ok()
+        // The next batch has room for as many bytes as this one grew to.
+        let next = Batch::with_capacity(BATCH, batch.bytes.capacity());
+        let full = std::mem::replace(batch, next);
+        self.senders[i].send(full).is_ok()
     }
 
     fn join(mut self) -> Result<(Tally, Vec<PathBuf>), ReplayError> {
         for (tx, batch) in self.senders.iter().zip(self.batches.iter_mut()) {
-            if !batch.is_empty() {
+            if !batch.jobs.is_empty() {
                 let _ = tx.send(std::mem::take(batch));
             }
         }
@@ -193,6 +204,17 @@ impl Workers {
         }
         Ok((tally, self.parts))
     }
+}
+
+/// Keeps the recorded decision for `event_id`, if there is one, in `batch`.
+fn keep_recorded(
+    join: &mut Option<RecordedJoin>,
+    event_id: &str,
+    batch: &mut Batch,
+) -> Result<Option<Range<usize>>, ReplayError> {
+    let Some(join) = join else { return Ok(None) };
+    let start = batch.bytes.len();
+    Ok(join.take(event_id, &mut batch.bytes)?.then_some(start..batch.bytes.len()))
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ReplayError> {
@@ -236,31 +258,51 @@ pub fn replay(config: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
         }
         let Some(item) = input.next()? else { break };
         n += 1;
-        let recorded = match &mut join {
-            Some(join) => match &item.decoded {
-                Ok(Input::Activity(event)) => join.take(&event.event_id)?,
-                Ok(Input::Signal(_)) => None,
-                // A live run sends it to the DLQ, but a recorded decision for
-                // it (from another engine version) still meets its record.
-                Err(_) => match RecordIds::parse(item.payload) {
-                    Some(RecordIds { event_id: Some(id), signal_id: None }) => join.take(&id)?,
-                    _ => None,
-                },
-            },
-            None => None,
-        };
-        let route = router.route(&item.decoded);
         let line = item.position;
-        match route {
+        // A JSON activity event that its ids route goes to its worker as it
+        // is, to be decoded there; anything else is decoded here.
+        let key = match &item.decoded {
+            None => vigil::decode::activity_key(item.payload),
+            Some(_) => None,
+        };
+        if let Some((key, i)) = key.and_then(|key| Some((key, router.route_key(&key)?))) {
+            let batch = workers.batch(i);
+            let record = Record::Json(batch.keep(item.payload));
+            let recorded = keep_recorded(&mut join, key.event_id, batch)?;
+            if !workers.push(i, Job { line, record, recorded, counted: true }) {
+                break 'read;
+            }
+            continue;
+        }
+        // As `Pipeline::process` decodes a file record: JSON, no Avro schemas.
+        let decoded = match item.decoded {
+            Some(decoded) => decoded,
+            None => vigil::decode::decode(item.payload, None),
+        };
+        let event_id = match &decoded {
+            Ok(Input::Activity(event)) => Some(Cow::Borrowed(event.event_id.as_str())),
+            Ok(Input::Signal(_)) => None,
+            // A live run sends it to the DLQ, but a recorded decision for
+            // it (from another engine version) still meets its record.
+            Err(_) => match RecordIds::parse(item.payload) {
+                Some(RecordIds { event_id: Some(id), signal_id: None }) => Some(id),
+                _ => None,
+            },
+        };
+        match router.route(&decoded) {
             Route::One(i) => {
-                let job = Job { line, input: item.decoded, recorded, counted: true };
+                let recorded = match &event_id {
+                    Some(id) => keep_recorded(&mut join, id, workers.batch(i))?,
+                    None => None,
+                };
+                let job = Job { line, record: Record::Decoded(decoded), recorded, counted: true };
                 if !workers.push(i, job) {
                     break 'read;
                 }
             }
             Route::Every => {
                 for i in 0..workers.senders.len() {
-                    let job = Job { line, input: item.decoded.clone(), recorded: None, counted: i == 0 };
+                    let job = Job { line, record: Record::Decoded(decoded.clone()), recorded: None, counted: i == 0 };
                     if !workers.push(i, job) {
                         break 'read;
                     }

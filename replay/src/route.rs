@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde::Deserialize;
-use vigil::decode::DecodeError;
+use vigil::decode::{ActivityKey, DecodeError};
 use vigil::event::{Input, SignalKind};
 use xxhash_rust::xxh3::Xxh3;
 
@@ -63,6 +63,20 @@ impl Router {
 
     fn agent_worker(&self, tenant: &str, agent: &str) -> usize {
         (hash_pair(tenant, agent) % self.workers as u64) as usize
+    }
+
+    /// The worker of an activity event, from its ids alone. `None` for one
+    /// whose credential no worker has yet: the first valid event with a
+    /// credential says which worker a leak of it goes to, so that event is
+    /// decoded first and routed by [`Router::route`]. An event routed here
+    /// that then fails to decode is a dead letter on its agent's worker,
+    /// where [`Router::route`] would send it to worker 0: counted the same.
+    pub fn route_key(&self, key: &ActivityKey) -> Option<usize> {
+        if self.workers == 1 {
+            return Some(0);
+        }
+        let known = |id| self.credential_worker.contains_key(&hash_pair(key.tenant, id));
+        key.credential_id.is_none_or(known).then(|| self.agent_worker(key.tenant, key.agent_id))
     }
 
     /// The route of a record; records that did not decode go to worker 0,

@@ -1,22 +1,25 @@
 //! One replay worker: its own pipelines (a `Pipeline` holds `Rc` state and a
-//! Rhai engine, so it is built on the thread that uses it), fed decoded
+//! Rhai engine, so it is built on the thread that uses it), fed batches of
 //! records over a bounded channel.
 //!
-//! The reader decodes each record once with the engine's decoders; here it
-//! goes through `Pipeline::step` once per ruleset, which is what
-//! `Pipeline::process` does after decoding, so the decisions are the live
-//! engine's. A record that did not decode is a dead letter, as it would be
-//! in a live run.
+//! Each record is decoded once with the engine's decoders: here, for a JSON
+//! activity event the reader could route by its ids alone (nearly all of
+//! them), so that the event is built, read and freed on one thread; on the
+//! reader for anything else. It then goes through `Pipeline::step` once per
+//! ruleset, which is what `Pipeline::process` does after decoding, so the
+//! decisions are the live engine's. A record that did not decode is a dead
+//! letter, as it would be in a live run.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::ops::Range;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
 use vigil::checkpoint::{CheckpointError, Snapshot};
-use vigil::decode::DecodeError;
+use vigil::decode::{self, DecodeError};
 use vigil::event::Input;
 use vigil::pipeline::{Outputs, Pipeline};
 use vigil::rules::{RuleHost, RulesetSource};
@@ -27,15 +30,48 @@ use crate::compare::{self, Side};
 use crate::tally::{verdict_index, Tally};
 use crate::ReplayError;
 
+/// Records on their way to one worker, with the bytes they carry.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub jobs: Vec<Job>,
+    /// The jobs' JSON events and recorded decisions, one after another: a
+    /// batch is two allocations, not one or two per record.
+    pub bytes: Vec<u8>,
+}
+
+impl Batch {
+    pub fn with_capacity(jobs: usize, bytes: usize) -> Batch {
+        Batch { jobs: Vec::with_capacity(jobs), bytes: Vec::with_capacity(bytes) }
+    }
+
+    /// Keeps `bytes` in the batch; where they are kept.
+    pub fn keep(&mut self, bytes: &[u8]) -> Range<usize> {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(bytes);
+        start..self.bytes.len()
+    }
+}
+
+/// One input record, as the reader hands it over.
+#[derive(Debug)]
+pub enum Record {
+    /// Decoded by the reader, which needed the whole record to route it.
+    Decoded(Result<Input, DecodeError>),
+    /// A JSON activity event routed by its ids alone, kept in the batch's
+    /// bytes; the worker decodes it.
+    Json(Range<usize>),
+}
+
 /// One input record on its way to a worker.
 #[derive(Debug)]
 pub struct Job {
     /// The record's position in the input (its line in a JSON Lines file):
     /// its position in every output.
     pub line: i64,
-    pub input: Result<Input, DecodeError>,
-    /// The recorded decision for this record's event, when comparing with one.
-    pub recorded: Option<Vec<u8>>,
+    pub record: Record,
+    /// The recorded decision for this record's event, when comparing with
+    /// one: where the batch keeps it.
+    pub recorded: Option<Range<usize>>,
     /// Whether this worker counts the record (a signal sent to every worker
     /// is counted once).
     pub counted: bool,
@@ -101,7 +137,7 @@ fn recorded<'a>(
 }
 
 /// Runs until the channel closes; returns what it counted.
-pub fn run(spec: WorkerSpec, jobs: Receiver<Vec<Job>>) -> Result<Tally, ReplayError> {
+pub fn run(spec: WorkerSpec, batches: Receiver<Batch>) -> Result<Tally, ReplayError> {
     // A replay compares decisions and commands; it never reads alerts, and
     // its state is never checkpointed. The rules both rulesets have share
     // their memos: the same events walk the same trees.
@@ -124,15 +160,20 @@ pub fn run(spec: WorkerSpec, jobs: Receiver<Vec<Job>>) -> Result<Tally, ReplayEr
     let mut diff = BufWriter::with_capacity(1 << 16, file);
     let mut tally = Tally::default();
     let (mut after, mut before) = (Outputs::default(), Outputs::default());
-    for batch in jobs {
-        for job in batch {
+    for Batch { jobs, bytes } in batches {
+        for job in jobs {
             after.clear();
             before.clear();
             if job.counted {
                 tally.records += 1;
             }
             let mut tool = None;
-            match job.input {
+            let input = match job.record {
+                Record::Decoded(input) => input,
+                // As the reader decodes a file record: JSON, no Avro schemas.
+                Record::Json(at) => decode::decode(&bytes[at], None),
+            };
+            match input {
                 Ok(input) => {
                     if let Input::Activity(event) = &input {
                         tool.clone_from(&event.tool);
@@ -177,8 +218,8 @@ pub fn run(spec: WorkerSpec, jobs: Receiver<Vec<Job>>) -> Result<Tally, ReplayEr
                         None => Before::Missing,
                     }
                 }
-                None => match job.recorded.as_deref() {
-                    Some(bytes) => recorded(&mut tally, bytes, after_decision, &mut recorded_whole),
+                None => match job.recorded {
+                    Some(at) => recorded(&mut tally, &bytes[at], after_decision, &mut recorded_whole),
                     None => Before::Missing,
                 },
             };

@@ -295,6 +295,52 @@ fn edited_and_broken_recorded_decisions_are_what_the_diff_shows() {
     assert!(diff.contains(&format!("\"event_id\":\"{edited}\"")), "{diff}");
 }
 
+/// A leak goes to the worker of the first *valid* event that carried its
+/// credential. Here an invalid event of one agent carries the credential
+/// first; another agent is then issued it, the leak quarantines that
+/// agent, and its next action is denied. Replayed on two workers against
+/// what one pipeline recorded, with the recording's own rules, no decision
+/// may differ: a leak sent to the invalid event's worker would find no
+/// credential there, and the action would be allowed.
+#[test]
+fn a_leak_follows_the_first_valid_event_with_its_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = Vec::new();
+    for i in 0..8 {
+        let (bad, holder, cred, task) = (format!("bad-{i}"), format!("holder-{i}"), format!("cred-{i}"), format!("task-{i}"));
+        let at = |s: u32| format!("2026-11-28T09:{i:02}:{s:02}Z");
+        let event = |id: &str, agent: &str, workload: &str, s: u32, rest: &str| {
+            format!(
+                r#"{{"event_id":"{id}","time":"{}","tenant":"acme","agent_id":"{agent}","workload_id":"{workload}","identity":{{"method":"x509_svid","verified":true}},"task_id":"{task}",{rest}}}"#,
+                at(s)
+            )
+        };
+        let spiffe = format!("spiffe://acme.example/agents/{holder}");
+        lines.push(event(&format!("e{i}-0"), &bad, "not-a-spiffe-id", 0, &format!(r#""kind":"tool_call","tool":"docs.search","credential":{{"id":"{cred}"}}"#)));
+        lines.push(event(&format!("e{i}-1"), &holder, &spiffe, 1, r#""kind":"task_started","scope":{"tools":["docs.search"],"targets":["docs/*"],"data_classes":["internal"]}"#));
+        lines.push(event(&format!("e{i}-2"), &holder, &spiffe, 2, &format!(r#""kind":"credential_issued","credential":{{"id":"{cred}","scopes":["docs/wiki:read"],"ttl_s":3600}}"#)));
+        lines.push(format!(r#"{{"signal_id":"s{i}","time":"{}","tenant":"acme","kind":"credential_leaked","severity":"critical","credential_id":"{cred}"}}"#, at(3)));
+        lines.push(event(&format!("e{i}-4"), &holder, &spiffe, 4, &format!(r#""kind":"tool_call","tool":"docs.search","target":"docs/wiki","operation":"read","data_class":"internal","credential":{{"id":"{cred}"}}"#)));
+    }
+    let input = dir.path().join("leaks.jsonl");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let recorded = record_shipped(&input, dir.path());
+    let denied_after_leak = std::fs::read_to_string(&recorded)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Decision>(l).unwrap())
+        .filter(|d| d.event_id.ends_with("-4") && d.decision == Verdict::Deny)
+        .count();
+    assert_eq!(denied_after_leak, 8, "every leak quarantines the holder in the recording");
+
+    let out = dir.path().join("out");
+    replay(&config(&input, &shipped_dir(), Baseline::Recorded(recorded), &out, 2)).unwrap();
+    let s = summary(&out);
+    assert_eq!(s["compared"], 24);
+    assert_eq!(s["changed"], 0, "{}", String::from_utf8_lossy(&bytes(&out, DIFF_FILE)));
+    assert_eq!(s["input"]["dead_letters"]["invalid_field"], 8);
+}
+
 /// Width and height from a PNG's header.
 fn png_size(png: &[u8]) -> Option<(u32, u32)> {
     if png.len() < 24 || &png[..8] != b"\x89PNG\r\n\x1a\n" {

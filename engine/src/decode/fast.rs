@@ -49,6 +49,35 @@ pub(super) fn parse(text: &str) -> Option<RawRecord<'_>> {
     Some(r)
 }
 
+/// The ids of an activity event in the subset, borrowed; the other fields
+/// are walked over, so the whole record is held to the subset.
+pub(super) fn activity_key(text: &str) -> Option<super::ActivityKey<'_>> {
+    let mut c = Cursor::new(text);
+    let (mut event_id, mut signal_id, mut tenant, mut agent_id, mut credential) = (None, None, None, None, None);
+    c.object(|c, key| match key {
+        "event_id" => c.put(&mut event_id, Cursor::str),
+        "signal_id" => c.put(&mut signal_id, Cursor::str),
+        "tenant" => c.put(&mut tenant, Cursor::str),
+        "agent_id" => c.put(&mut agent_id, Cursor::str),
+        "credential" => c.put(&mut credential, credential_id),
+        _ => c.skip(0),
+    })?;
+    c.end()?;
+    if signal_id.is_some() {
+        return None;
+    }
+    Some(super::ActivityKey { event_id: event_id?, tenant: tenant?, agent_id: agent_id?, credential_id: credential.flatten() })
+}
+
+fn credential_id<'a>(c: &mut Cursor<'a>) -> Option<Option<&'a str>> {
+    let mut id = None;
+    c.object(|c, key| match key {
+        "id" => c.put(&mut id, Cursor::str),
+        _ => c.skip(0),
+    })?;
+    Some(id)
+}
+
 fn identity<'a>(c: &mut Cursor<'a>) -> Option<RawIdentity<'a>> {
     let mut r = RawIdentity::default();
     c.object(|c, key| match key {
@@ -98,7 +127,9 @@ fn approval(c: &mut Cursor) -> Option<RawApproval> {
 mod tests {
     use proptest::prelude::*;
 
-    use super::parse;
+    use super::{activity_key, parse};
+    use crate::decode::ActivityKey;
+    use crate::event::Input;
     use crate::decode::raw::{RawIdentity, RawRecord, RawScope};
     use crate::decode::shape::struct_fields;
 
@@ -111,6 +142,20 @@ mod tests {
         if let Some(fast) = parse(text) {
             prop_assert_eq!(Some(fast), serde(text), "{}", text);
         }
+        Ok(())
+    }
+
+    /// Whatever ids the key reader finds, serde reads the same, from an
+    /// activity event.
+    fn key_agrees(text: &str) -> Result<(), TestCaseError> {
+        let Some(key) = activity_key(text) else { return Ok(()) };
+        let Some(raw) = serde(text) else { return Err(TestCaseError::fail(format!("serde refuses {text}"))) };
+        prop_assert!(raw.signal_id.is_none(), "{}", text);
+        prop_assert_eq!(raw.event_id.as_deref(), Some(key.event_id), "{}", text);
+        prop_assert_eq!(raw.tenant.as_deref(), Some(key.tenant), "{}", text);
+        prop_assert_eq!(raw.agent_id.as_deref(), Some(key.agent_id), "{}", text);
+        let credential_id = raw.credential.and_then(|c| c.id);
+        prop_assert_eq!(credential_id.as_deref(), key.credential_id, "{}", text);
         Ok(())
     }
 
@@ -134,6 +179,27 @@ mod tests {
             }
         }
         assert!(fast * 100 > demo_lines().len() * 99, "{fast} of {}", demo_lines().len());
+    }
+
+    /// Every demo event without an escape is keyed by its decoded ids, and
+    /// no signal is keyed.
+    #[test]
+    fn a_demo_event_is_keyed_by_its_own_ids() {
+        let mut keyed = 0;
+        for line in demo_lines() {
+            let key = activity_key(line);
+            match crate::decode::decode_json(line.as_bytes()) {
+                Ok(Input::Activity(e)) if !line.contains('\\') => {
+                    let credential_id = e.credential.as_ref().map(|c| c.id.as_str());
+                    let ids = ActivityKey { event_id: &e.event_id, tenant: &e.tenant, agent_id: &e.agent_id, credential_id };
+                    assert_eq!(key, Some(ids), "{line}");
+                    keyed += 1;
+                }
+                Ok(Input::Signal(_)) => assert_eq!(key, None, "{line}"),
+                _ => {}
+            }
+        }
+        assert!(keyed * 100 > demo_lines().len() * 95, "{keyed} of {}", demo_lines().len());
     }
 
     #[test]
@@ -232,7 +298,9 @@ mod tests {
             space in "[ \t\n]{0,2}",
         ) {
             let body: Vec<String> = fields.iter().map(|(k, v)| format!("{space}\"{k}\"{space}:{space}{v}")).collect();
-            agrees(&format!("{{{}}}{space}", body.join(",")))?;
+            let text = format!("{{{}}}{space}", body.join(","));
+            agrees(&text)?;
+            key_agrees(&text)?;
         }
 
         #[test]
@@ -243,6 +311,7 @@ mod tests {
             bytes[at] = byte;
             if let Ok(text) = std::str::from_utf8(&bytes) {
                 agrees(text)?;
+                key_agrees(text)?;
             }
         }
     }

@@ -384,7 +384,7 @@ impl ReplaySource for KafkaInput {
         self.digest.update(&self.current.payload);
         self.digest.update(b"\n");
         let decoded = std::mem::replace(&mut self.current.decoded, Err(DecodeError::Empty));
-        Ok(Some(Item { position: self.position, decoded, payload: &self.current.payload }))
+        Ok(Some(Item { position: self.position, decoded: Some(decoded), payload: &self.current.payload }))
     }
 
     fn progress(&self) -> (u64, u64) {

@@ -227,7 +227,7 @@ impl ReplaySource for OcfInput {
         self.left_in_block -= 1;
         self.position += 1;
         self.digest.update(payload);
-        Ok(Some(Item { position: self.position, decoded: decode_value(value), payload }))
+        Ok(Some(Item { position: self.position, decoded: Some(decode_value(value)), payload }))
     }
 
     fn progress(&self) -> (u64, u64) {
