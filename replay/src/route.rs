@@ -14,7 +14,8 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use vigil::decode::{ActivityKey, DecodeError};
 use vigil::event::{Input, SignalKind};
-use xxhash_rust::xxh3::Xxh3;
+use vigil::state::KeyHash;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 /// The ids of a record that did not decode, read where it is still JSON so
 /// a recorded decision for it can be joined.
@@ -45,20 +46,18 @@ pub enum Route {
 #[derive(Debug)]
 pub struct Router {
     workers: usize,
-    credential_worker: HashMap<u64, u16>,
+    /// By [`hash_pair`] of tenant and credential id, already uniform.
+    credential_worker: HashMap<u64, u16, KeyHash>,
 }
 
+/// A hash of two names: the second's, seeded with the first's.
 fn hash_pair(a: &str, b: &str) -> u64 {
-    let mut hasher = Xxh3::new();
-    hasher.update(a.as_bytes());
-    hasher.update(&[0xff]);
-    hasher.update(b.as_bytes());
-    hasher.digest()
+    xxh3_64_with_seed(b.as_bytes(), xxh3_64(a.as_bytes()))
 }
 
 impl Router {
     pub fn new(workers: usize) -> Router {
-        Router { workers: workers.max(1), credential_worker: HashMap::new() }
+        Router { workers: workers.max(1), credential_worker: HashMap::default() }
     }
 
     fn agent_worker(&self, tenant: &str, agent: &str) -> usize {
