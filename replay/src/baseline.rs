@@ -33,6 +33,18 @@ pub enum Baseline {
 /// How many recorded decisions may be read ahead of the input.
 const WINDOW: usize = 1 << 16;
 
+/// How far the join reads ahead for one record's decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// As far as the window: a live run decides every valid event.
+    Window,
+    /// The next line only, for a record a live run sends to the DLQ: a
+    /// decision for it (from another engine version) is looked for where it
+    /// would stand in step. Reading ahead for a decision that is not there
+    /// would fill the window with those of the events after it.
+    Next,
+}
+
 #[derive(Deserialize)]
 struct RecordedKey<'a> {
     #[serde(borrow)]
@@ -140,7 +152,7 @@ impl RecordedJoin {
 
     /// Appends the recorded decision for `event_id` to `into`, if there is
     /// one within reach; whether there was.
-    pub fn take(&mut self, event_id: &str, into: &mut Vec<u8>) -> Result<bool, ReplayError> {
+    pub fn take(&mut self, event_id: &str, reach: Reach, into: &mut Vec<u8>) -> Result<bool, ReplayError> {
         // In step with the input the window stays empty: no key to hash.
         if !self.window.is_empty() {
             if let Some(line) = self.window.remove(event_id) {
@@ -148,7 +160,12 @@ impl RecordedJoin {
                 return Ok(true);
             }
         }
-        while !self.exhausted && self.window.len() < WINDOW {
+        let mut lines = match reach {
+            Reach::Window => WINDOW,
+            Reach::Next => 1,
+        };
+        while !self.exhausted && self.window.len() < WINDOW && lines > 0 {
+            lines -= 1;
             if !self.next_line()? {
                 break;
             }
@@ -196,6 +213,33 @@ impl RecordedJoin {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn join_over(lines: &str) -> RecordedJoin {
+        let lines: Box<dyn BufRead> = Box::new(std::io::Cursor::new(lines.as_bytes().to_vec()));
+        RecordedJoin::over("test".into(), lines, InputDigest::default())
+    }
+
+    /// A record without a decision looks at the next line only, and the
+    /// events after it still meet theirs, in step.
+    #[test]
+    fn a_dead_letter_reads_one_line_ahead() -> Result<(), ReplayError> {
+        let recorded: String = (1..=5).map(|i| format!("{{\"decision_id\":\"d{i}\",\"event_id\":\"e{i}\"}}\n")).collect();
+        let mut join = join_over(&recorded);
+        let mut bytes = Vec::new();
+        assert!(!join.take("dead", Reach::Next, &mut bytes)?);
+        assert_eq!(join.window.len(), 1);
+        for i in 1..=5 {
+            bytes.clear();
+            assert!(join.take(&format!("e{i}"), Reach::Window, &mut bytes)?, "e{i}");
+            assert!(bytes.starts_with(format!("{{\"decision_id\":\"d{i}\"").as_bytes()));
+        }
+        assert!(join.window.is_empty());
+        // Looking as far as the window reads every line there is.
+        let mut join = join_over(&recorded);
+        assert!(!join.take("dead", Reach::Window, &mut bytes)?);
+        assert_eq!(join.window.len(), 5);
+        Ok(())
+    }
 
     #[test]
     fn an_event_id_is_read_from_the_opening_or_parsed() {

@@ -44,7 +44,7 @@ use vigil::state::StateConfig;
 
 pub use baseline::Baseline;
 pub use input::kafka::{Bound, KafkaRange};
-use baseline::RecordedJoin;
+use baseline::{Reach, RecordedJoin};
 use progress::ProgressBar;
 use input::ReplaySource;
 use route::{RecordIds, Route, Router};
@@ -210,11 +210,12 @@ impl Workers {
 fn keep_recorded(
     join: &mut Option<RecordedJoin>,
     event_id: &str,
+    reach: Reach,
     batch: &mut Batch,
 ) -> Result<Option<Range<usize>>, ReplayError> {
     let Some(join) = join else { return Ok(None) };
     let start = batch.bytes.len();
-    Ok(join.take(event_id, &mut batch.bytes)?.then_some(start..batch.bytes.len()))
+    Ok(join.take(event_id, reach, &mut batch.bytes)?.then_some(start..batch.bytes.len()))
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ReplayError> {
@@ -268,7 +269,7 @@ pub fn replay(config: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
         if let Some((key, i)) = key.and_then(|key| Some((key, router.route_key(&key)?))) {
             let batch = workers.batch(i);
             let record = Record::Json(batch.keep(item.payload));
-            let recorded = keep_recorded(&mut join, key.event_id, batch)?;
+            let recorded = keep_recorded(&mut join, key.event_id, Reach::Window, batch)?;
             if !workers.push(i, Job { line, record, recorded, counted: true }) {
                 break 'read;
             }
@@ -280,19 +281,19 @@ pub fn replay(config: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
             None => vigil::decode::decode(item.payload, None),
         };
         let event_id = match &decoded {
-            Ok(Input::Activity(event)) => Some(Cow::Borrowed(event.event_id.as_str())),
+            Ok(Input::Activity(event)) => Some((Cow::Borrowed(event.event_id.as_str()), Reach::Window)),
             Ok(Input::Signal(_)) => None,
             // A live run sends it to the DLQ, but a recorded decision for
             // it (from another engine version) still meets its record.
             Err(_) => match RecordIds::parse(item.payload) {
-                Some(RecordIds { event_id: Some(id), signal_id: None }) => Some(id),
+                Some(RecordIds { event_id: Some(id), signal_id: None }) => Some((id, Reach::Next)),
                 _ => None,
             },
         };
         match router.route(&decoded) {
             Route::One(i) => {
                 let recorded = match &event_id {
-                    Some(id) => keep_recorded(&mut join, id, workers.batch(i))?,
+                    Some((id, reach)) => keep_recorded(&mut join, id, *reach, workers.batch(i))?,
                     None => None,
                 };
                 let job = Job { line, record: Record::Decoded(decoded), recorded, counted: true };
