@@ -5,8 +5,9 @@
 //!
 //! The layout follows the data:
 //!
-//! - [`input`] streams and decodes JSON Lines (plain or gzip), Avro object
-//!   container files or a Kafka topic range, and hashes what it reads;
+//! - [`input`] streams JSON Lines (plain or gzip), Avro object container
+//!   files or a Kafka topic range, decodes all but JSON lines, and hashes
+//!   what it reads;
 //! - [`route`] spreads records over workers by `(tenant, agent_id)`;
 //! - [`worker`] decodes what the reader did not, runs the pipelines and
 //!   compares, with [`compare`], into a [`tally`];
@@ -46,7 +47,7 @@ pub use baseline::Baseline;
 pub use input::kafka::{Bound, KafkaRange};
 use baseline::{Reach, RecordedJoin};
 use progress::ProgressBar;
-use input::ReplaySource;
+use input::{Item, ReplaySource};
 use route::{RecordIds, Route, Router};
 use summary::{BaselineFacts, CheckpointFacts, RunFacts, Summary};
 use tally::Tally;
@@ -218,6 +219,62 @@ fn keep_recorded(
     Ok(join.take(event_id, reach, &mut batch.bytes)?.then_some(start..batch.bytes.len()))
 }
 
+/// Routes one record to its worker, with its recorded decision if there is
+/// one; `false` when the worker has stopped. A JSON activity event that its
+/// ids route goes as it is, to be decoded there; anything else is decoded
+/// here.
+fn hand_over(
+    item: Item<'_>,
+    router: &mut Router,
+    join: &mut Option<RecordedJoin>,
+    workers: &mut Workers,
+) -> Result<bool, ReplayError> {
+    let line = item.position;
+    let key = match &item.decoded {
+        None => vigil::decode::activity_key(item.payload),
+        Some(_) => None,
+    };
+    if let Some((key, i)) = key.and_then(|key| Some((key, router.route_key(&key)?))) {
+        let batch = workers.batch(i);
+        let record = Record::Json(batch.keep(item.payload));
+        let recorded = keep_recorded(join, key.event_id, Reach::Window, batch)?;
+        return Ok(workers.push(i, Job { line, record, recorded, counted: true }));
+    }
+    // As `Pipeline::process` decodes a file record: JSON, no Avro schemas.
+    let decoded = match item.decoded {
+        Some(decoded) => decoded,
+        None => vigil::decode::decode(item.payload, None),
+    };
+    let event_id = match &decoded {
+        Ok(Input::Activity(event)) => Some((Cow::Borrowed(event.event_id.as_str()), Reach::Window)),
+        Ok(Input::Signal(_)) => None,
+        // A live run sends it to the DLQ, but a recorded decision for it
+        // (from another engine version) still meets its record.
+        Err(_) => match RecordIds::parse(item.payload) {
+            Some(RecordIds { event_id: Some(id), signal_id: None }) => Some((id, Reach::Next)),
+            _ => None,
+        },
+    };
+    match router.route(&decoded) {
+        Route::One(i) => {
+            let recorded = match &event_id {
+                Some((id, reach)) => keep_recorded(join, id, *reach, workers.batch(i))?,
+                None => None,
+            };
+            Ok(workers.push(i, Job { line, record: Record::Decoded(decoded), recorded, counted: true }))
+        }
+        Route::Every => {
+            for i in 0..workers.senders.len() {
+                let job = Job { line, record: Record::Decoded(decoded.clone()), recorded: None, counted: i == 0 };
+                if !workers.push(i, job) {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        }
+    }
+}
+
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ReplayError> {
     std::fs::write(path, bytes).map_err(|error| ReplayError::Write { path: path.display().to_string(), error })
 }
@@ -252,63 +309,15 @@ pub fn replay(config: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
     let mut router = Router::new(workers.senders.len());
     let mut bar = ProgressBar::new(config.progress);
     let mut n: u64 = 0;
-    'read: loop {
+    loop {
         if n.is_multiple_of(4096) {
             let (done, total) = input.progress();
             bar.update(done, total, n);
         }
         let Some(item) = input.next()? else { break };
         n += 1;
-        let line = item.position;
-        // A JSON activity event that its ids route goes to its worker as it
-        // is, to be decoded there; anything else is decoded here.
-        let key = match &item.decoded {
-            None => vigil::decode::activity_key(item.payload),
-            Some(_) => None,
-        };
-        if let Some((key, i)) = key.and_then(|key| Some((key, router.route_key(&key)?))) {
-            let batch = workers.batch(i);
-            let record = Record::Json(batch.keep(item.payload));
-            let recorded = keep_recorded(&mut join, key.event_id, Reach::Window, batch)?;
-            if !workers.push(i, Job { line, record, recorded, counted: true }) {
-                break 'read;
-            }
-            continue;
-        }
-        // As `Pipeline::process` decodes a file record: JSON, no Avro schemas.
-        let decoded = match item.decoded {
-            Some(decoded) => decoded,
-            None => vigil::decode::decode(item.payload, None),
-        };
-        let event_id = match &decoded {
-            Ok(Input::Activity(event)) => Some((Cow::Borrowed(event.event_id.as_str()), Reach::Window)),
-            Ok(Input::Signal(_)) => None,
-            // A live run sends it to the DLQ, but a recorded decision for
-            // it (from another engine version) still meets its record.
-            Err(_) => match RecordIds::parse(item.payload) {
-                Some(RecordIds { event_id: Some(id), signal_id: None }) => Some((id, Reach::Next)),
-                _ => None,
-            },
-        };
-        match router.route(&decoded) {
-            Route::One(i) => {
-                let recorded = match &event_id {
-                    Some((id, reach)) => keep_recorded(&mut join, id, *reach, workers.batch(i))?,
-                    None => None,
-                };
-                let job = Job { line, record: Record::Decoded(decoded), recorded, counted: true };
-                if !workers.push(i, job) {
-                    break 'read;
-                }
-            }
-            Route::Every => {
-                for i in 0..workers.senders.len() {
-                    let job = Job { line, record: Record::Decoded(decoded.clone()), recorded: None, counted: i == 0 };
-                    if !workers.push(i, job) {
-                        break 'read;
-                    }
-                }
-            }
+        if !hand_over(item, &mut router, &mut join, &mut workers)? {
+            break;
         }
     }
     bar.finish();
