@@ -3,11 +3,14 @@
 //!
 //! Recorded decisions are joined to the input by `event_id`. They come in
 //! input order when `vigil run` wrote them, so the join reads them in step
-//! with the input; a bounded look-ahead window absorbs local reordering (a
-//! file written by several Kafka workers) without holding the whole file.
+//! with the input; a bounded look-ahead [`window`] absorbs local reordering
+//! (a file written by several Kafka workers) without holding the whole file,
+//! and lets go of decisions the input has long passed (a recording of every
+//! tenant against an input of one).
+
+mod window;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
@@ -19,6 +22,7 @@ use crate::input::kafka::{KafkaInput, KafkaRange, ValueLines};
 use crate::input::{open_lines, InputDigest};
 use crate::tally::{verdict_index, VerdictCounts};
 use crate::ReplayError;
+use window::Window;
 
 /// The side the candidate is measured against.
 #[derive(Debug, Clone)]
@@ -32,6 +36,9 @@ pub enum Baseline {
 
 /// How many recorded decisions may be read ahead of the input.
 const WINDOW: usize = 1 << 16;
+/// How many lines before the last decision that met its event a waiting
+/// decision is let go of, as one that will meet none.
+const PASSED: u64 = 1 << 15;
 
 /// How far the join reads ahead for one record's decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +89,11 @@ pub struct RecordedJoin {
     path: String,
     lines: Box<dyn BufRead>,
     line: Vec<u8>,
-    window: HashMap<String, Vec<u8>>,
+    /// The line number of `line`, from 1.
+    line_no: u64,
+    /// The line number of the latest decision that met its event.
+    met: u64,
+    window: Window,
     exhausted: bool,
     pub digest: InputDigest,
     pub unreadable: u64,
@@ -117,7 +128,9 @@ impl RecordedJoin {
             path,
             lines,
             line: Vec::new(),
-            window: HashMap::new(),
+            line_no: 0,
+            met: 0,
+            window: Window::default(),
             exhausted: false,
             digest,
             unreadable: 0,
@@ -137,6 +150,7 @@ impl RecordedJoin {
                 self.exhausted = true;
                 return Ok(false);
             }
+            self.line_no += 1;
             if !self.line.iter().all(u8::is_ascii_whitespace) {
                 return Ok(true);
             }
@@ -155,8 +169,9 @@ impl RecordedJoin {
     pub fn take(&mut self, event_id: &str, reach: Reach, into: &mut Vec<u8>) -> Result<bool, ReplayError> {
         // In step with the input the window stays empty: no key to hash.
         if !self.window.is_empty() {
-            if let Some(line) = self.window.remove(event_id) {
+            if let Some((line_no, line)) = self.window.take(event_id) {
                 into.extend_from_slice(&line);
+                self.met_at(line_no);
                 return Ok(true);
             }
         }
@@ -172,6 +187,7 @@ impl RecordedJoin {
             let id = match event_id_of(&self.line) {
                 Some(id) if id == event_id => {
                     into.extend_from_slice(&self.line);
+                    self.met_at(self.line_no);
                     return Ok(true);
                 }
                 Some(id) => id.into_owned(),
@@ -182,23 +198,26 @@ impl RecordedJoin {
             };
             // A copy sized to the line: the reading buffer is as long as
             // the longest line yet.
-            let line = self.line.clone();
-            match self.window.entry(id) {
-                // A second decision for one event: the first one stays.
-                std::collections::hash_map::Entry::Occupied(_) => self.count_unmatched(&line),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(line);
-                }
+            if let Some(second) = self.window.keep(self.line_no, id, self.line.clone()) {
+                self.count_unmatched(&second);
             }
         }
         Ok(false)
     }
 
+    /// A decision read at `line_no` met its event: those waiting from far
+    /// before it will meet none.
+    fn met_at(&mut self, line_no: u64) {
+        self.met = self.met.max(line_no);
+        while let Some(passed) = self.window.release_before(self.met.saturating_sub(PASSED)) {
+            self.count_unmatched(&passed);
+        }
+    }
+
     /// Reads to the end so the digest covers the whole file and every
     /// decision left over is counted.
     pub fn finish(mut self) -> Result<(String, u64, VerdictCounts), ReplayError> {
-        let left: Vec<Vec<u8>> = self.window.drain().map(|(_, line)| line).collect();
-        for line in left {
+        for line in self.window.drain() {
             self.count_unmatched(&line);
         }
         while self.next_line()? {
@@ -238,6 +257,30 @@ mod tests {
         let mut join = join_over(&recorded);
         assert!(!join.take("dead", Reach::Window, &mut bytes)?);
         assert_eq!(join.window.len(), 5);
+        Ok(())
+    }
+
+    /// An input of one tenant against a recording of eight: seven decisions
+    /// in eight meet no event. Those the join has passed are let go of, so
+    /// the window never fills and every event meets its decision.
+    #[test]
+    fn decisions_the_input_has_passed_are_let_go_of() -> Result<(), ReplayError> {
+        let events = WINDOW / 2;
+        let recorded: String = (0..events * 8)
+            .map(|i| {
+                let id = if i % 8 == 7 { format!("e{}", i / 8) } else { format!("other{i}") };
+                format!("{{\"decision_id\":\"d{i}\",\"event_id\":\"{id}\",\"decision\":\"allow\"}}\n")
+            })
+            .collect();
+        let mut join = join_over(&recorded);
+        let mut bytes = Vec::new();
+        for i in 0..events {
+            assert!(join.take(&format!("e{i}"), Reach::Window, &mut bytes)?, "e{i}");
+            assert!(join.window.len() < WINDOW);
+        }
+        let (_, unreadable, unmatched) = join.finish()?;
+        assert_eq!(unreadable, 0);
+        assert_eq!(unmatched[verdict_index(Verdict::Allow)], (events * 7) as u64);
         Ok(())
     }
 
