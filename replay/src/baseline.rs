@@ -3,10 +3,10 @@
 //!
 //! Recorded decisions are joined to the input by `event_id`. They come in
 //! input order when `vigil run` wrote them, so the join reads them in step
-//! with the input; a bounded look-ahead [`window`] absorbs local reordering
-//! (a file written by several Kafka workers) without holding the whole file,
-//! and lets go of decisions the input has long passed (a recording of every
-//! tenant against an input of one).
+//! with the input; a bounded look-ahead window (`window.rs`) absorbs local
+//! reordering (a file written by several Kafka workers) without holding the
+//! whole file, and lets go of decisions the input has long passed (a
+//! recording of every tenant against an input of one).
 
 mod window;
 
