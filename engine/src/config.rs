@@ -408,7 +408,7 @@ const SECRET_WORDS: [&str; 3] = ["password", "secret", "ssl.key.pem"];
 
 impl KafkaConfig {
     /// The file (or the defaults), then the `VIGIL_…` overrides among
-    /// `vars` (see [`env`]), then validation. Errors name the file and
+    /// `vars` (see [`env`](mod@env)), then validation. Errors name the file and
     /// line, or the variable.
     pub fn resolve(
         file: Option<&Path>,

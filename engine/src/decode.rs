@@ -3,7 +3,7 @@
 //! A record is JSON or Avro in the Confluent wire format, told apart by its
 //! first byte (`0` is the wire format's magic byte, JSON starts with `{` or
 //! white space). Both land in the same [`RawRecord`], so the checks in
-//! [`raw`] are written once.
+//! `raw` are written once.
 
 pub mod avro;
 mod fast;

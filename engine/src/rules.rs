@@ -7,7 +7,7 @@
 //! in the same scope, rewound after it, with the views as constants.
 //!
 //! A rule is a pure function of the values it reads: the same reads in the
-//! same order give the same outcome. Each rule therefore keeps a [`Memo`], a
+//! same order give the same outcome. Each rule therefore keeps a `Memo`, a
 //! tree of the read sequences it has been seen to make, ending in what it
 //! decided. When the current event's values walk the tree to a leaf, that
 //! outcome (finding, evidence or fault) is the one Rhai would compute, and

@@ -16,7 +16,7 @@ use crate::event::{
 /// Every field an activity event or a signal may carry, all optional.
 ///
 /// The fields that are only parsed, never kept (the time, the names of enum
-/// values), are `Cow`s: the JSON reader in [`super::fast`] borrows them from
+/// values), are `Cow`s: the JSON reader in `fast` borrows them from
 /// the record's text, so reading them allocates nothing. serde gives them
 /// owned, as it gives every other field.
 #[derive(Debug, Default, PartialEq, Deserialize)]

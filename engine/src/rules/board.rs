@@ -1,6 +1,6 @@
 //! The rules every worker should run, published in one place.
 //!
-//! Workers each compile their own [`RuleHost`] (a Rhai engine is not shared
+//! Workers each compile their own [`RuleHost`](super::RuleHost) (a Rhai engine is not shared
 //! between threads), so a change of rules is published here as source text
 //! with a new generation number. Between two records each worker compares
 //! one atomic number with the generation it runs; when they differ it

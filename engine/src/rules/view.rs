@@ -3,7 +3,7 @@
 //! The four views share one [`Frame`]: the event and the state before it.
 //! The host refills the frame for each event, so the views in a rule's scope
 //! are built once per ruleset rather than once per event. Every value a rule
-//! reads goes through [`Frame::read`] and lands in the frame's trace. The
+//! reads goes through `Frame::read` and lands in the frame's trace. The
 //! state values among them are the decision's `evidence` (the analyst sees
 //! exactly the numbers the rule saw); the whole trace is what the host's
 //! memo of rule outcomes is keyed by.
