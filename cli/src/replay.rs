@@ -43,6 +43,10 @@ pub struct ReplayArgs {
     /// (security settings, say); repeatable.
     #[arg(long, value_name = "KEY=VALUE", requires = "brokers")]
     kafka_property: Vec<String>,
+    /// Kafka: a Schema Registry (`http://host:port`) for Avro schema ids the
+    /// shipped schemas (1 to 4) do not answer, as the engine's `[avro] registry`.
+    #[arg(long, value_name = "URL", requires = "brokers")]
+    schema_registry: Option<String>,
     /// The candidate ruleset folder (default: the shipped ruleset).
     #[arg(long, value_name = "DIR")]
     rules: Option<PathBuf>,
@@ -96,6 +100,7 @@ fn input(args: &ReplayArgs) -> Result<ReplayInput, Failure> {
         from: bound(args.from_offset, args.from_time.as_deref(), "from")?,
         to: bound(args.to_offset, args.to_time.as_deref(), "to")?,
         properties: properties(args)?,
+        schema_registry: args.schema_registry.clone(),
     }))
 }
 
@@ -124,6 +129,7 @@ fn published(args: &ReplayArgs, topic: &str) -> Result<Baseline, Failure> {
         from: bound(None, args.from_time.as_deref(), "from")?,
         to: bound(None, args.to_time.as_deref(), "to")?,
         properties: properties(args)?,
+        schema_registry: args.schema_registry.clone(),
     }))
 }
 

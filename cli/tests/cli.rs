@@ -270,3 +270,11 @@ fn a_published_baseline_is_read_by_time_not_offset() {
     assert_eq!(run.status.code(), Some(2), "{}", text(&run.stderr));
     assert!(text(&run.stderr).contains("--from-time"), "{}", text(&run.stderr));
 }
+
+/// A Schema Registry url this build cannot use is refused before any broker is asked.
+#[test]
+fn a_replay_refuses_an_https_registry_before_asking_a_broker() {
+    let run = vigil(&["replay", "--brokers", "127.0.0.1:1", "--topic", "agent.activity", "--schema-registry", "https://registry.example"]);
+    assert_eq!(run.status.code(), Some(2), "{}", text(&run.stderr));
+    assert!(text(&run.stderr).contains("https is not supported"), "{}", text(&run.stderr));
+}

@@ -30,7 +30,7 @@ pub enum Baseline {
     Rules(RulesetSource),
     /// A `decisions.jsonl` that `vigil run` wrote (plain or gzip).
     Recorded(PathBuf),
-    /// The decisions the engine published on a topic (JSON), over a range.
+    /// The decisions the engine published on a topic (JSON or Avro), over a range.
     Published(KafkaRange),
 }
 

@@ -547,6 +547,7 @@ fn a_replay_from_a_checkpoint_starts_both_rulesets_from_its_state() {
         from: vigil_replay::Bound::Edge,
         to: vigil_replay::Bound::Edge,
         properties: Default::default(),
+        schema_registry: None,
     };
     let mut unstarted = config(&input, &candidate, shipped_baseline(), &dir.path().join("y"), 1);
     unstarted.input = ReplayInput::Kafka(range);

@@ -1,8 +1,8 @@
 //! Replay of a Kafka topic range against the real broker: the range gives
 //! the same diff and summary as the same records in a file, in the order the
 //! replay merges partitions (event time, then partition, then offset); and
-//! decisions published on a topic are a baseline as the same decisions in a
-//! file are.
+//! decisions published on a topic, as JSON or Avro, are a baseline as the
+//! same decisions in a file are.
 //!
 //! The broker is the one `VIGIL_TEST_BROKERS` names, or one started here
 //! through `scripts/kafka.sh` and stopped at the end.
@@ -134,6 +134,13 @@ fn unique_topic(name: &str) -> String {
 /// Produces `lines` to `topic`, each to the partition of its agent, in order;
 /// returns how many went to each partition.
 fn produce(brokers: &str, topic: &str, lines: &[String]) -> [i64; PARTITIONS as usize] {
+    let values: Vec<(i32, Vec<u8>)> = lines.iter().map(|l| (partition_of(l), l.as_bytes().to_vec())).collect();
+    produce_values(brokers, topic, &values)
+}
+
+/// Produces each value to its partition, in order; returns how many went to
+/// each partition.
+fn produce_values(brokers: &str, topic: &str, values: &[(i32, Vec<u8>)]) -> [i64; PARTITIONS as usize] {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
@@ -141,10 +148,9 @@ fn produce(brokers: &str, topic: &str, lines: &[String]) -> [i64; PARTITIONS as 
         .create()
         .unwrap();
     let mut per_partition = [0i64; PARTITIONS as usize];
-    for line in lines {
-        let p = partition_of(line);
-        per_partition[p as usize] += 1;
-        let mut record = BaseRecord::<[u8], [u8]>::to(topic).partition(p).payload(line.as_bytes());
+    for (p, value) in values {
+        per_partition[*p as usize] += 1;
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic).partition(*p).payload(value);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -166,6 +172,7 @@ fn whole(brokers: &str, topic: &str) -> KafkaRange {
         from: Bound::Edge,
         to: Bound::Edge,
         properties: Default::default(),
+        schema_registry: None,
     }
 }
 
@@ -258,5 +265,40 @@ fn published_decisions_are_a_baseline_like_a_recorded_file() {
     }
     // The digest covers the published values in merged order: the file's bytes.
     assert_eq!(a, b);
+
+    // The same decisions published as Avro, as the engine writes them with
+    // `[avro] outputs = true`, are the same baseline: each is read back
+    // into the JSON a JSON output carries, digest included. One value that
+    // is no decision is counted as unreadable, and nothing else moves.
+    let avro = unique_topic("replay-decisions-avro");
+    create_topic(&broker.brokers, &avro);
+    let encoder = vigil::decode::avro::AvroEncoder::shipped().unwrap();
+    let mut values: Vec<(i32, Vec<u8>)> = published
+        .iter()
+        .map(|line| {
+            let decision: vigil::verdict::Decision = serde_json::from_str(line).unwrap();
+            (partition_of(line), encoder.decision(&decision).unwrap())
+        })
+        .collect();
+    assert!(values.iter().any(|(_, v)| v.contains(&b'\n')), "a newline in some datum: values are not split as lines");
+    let by_avro = dir.path().join("avro");
+    produce_values(&broker.brokers, &avro, &values);
+    let avro_baseline = || Baseline::Published(whole(&broker.brokers, &avro));
+    replay(&ReplayConfig { baseline: avro_baseline(), ..config(input(), &by_avro) }).unwrap();
+    assert!(std::fs::read(by_avro.join(DIFF_FILE)).unwrap() == diff, "diff.jsonl differs");
+    assert_eq!(summary(&by_avro), a);
+
+    let mut unknown_schema = values[0].1.clone();
+    unknown_schema[4] = 99;
+    values.push((0, unknown_schema));
+    let spoiled = unique_topic("replay-decisions-spoiled");
+    create_topic(&broker.brokers, &spoiled);
+    produce_values(&broker.brokers, &spoiled, &values);
+    let by_spoiled = dir.path().join("spoiled");
+    let spoiled_baseline = Baseline::Published(whole(&broker.brokers, &spoiled));
+    replay(&ReplayConfig { baseline: spoiled_baseline, ..config(input(), &by_spoiled) }).unwrap();
+    assert!(std::fs::read(by_spoiled.join(DIFF_FILE)).unwrap() == diff, "diff.jsonl differs");
+    let c = summary(&by_spoiled);
+    assert_eq!((&c["compared"], &c["baseline_unreadable"]), (&a["compared"], &serde_json::json!(1)));
 }
 

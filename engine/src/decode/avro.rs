@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 
 use apache_avro::types::Value;
 use apache_avro::Schema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::{DecodeError, RawRecord};
 use crate::event::{Input, Timestamp};
-use crate::verdict::{ControlCommand, Decision, Mode, RuleFault, Verdict};
+use crate::verdict::{ControlCommand, Decision, Mode, Reason, RuleFault, Verdict};
 
 pub const ACTIVITY_EVENT_AVSC: &str = include_str!("../../../schemas/activity_event.avsc");
 pub const SIGNAL_AVSC: &str = include_str!("../../../schemas/signal.avsc");
@@ -178,6 +178,60 @@ impl AvroDecoder {
     /// checked the magic byte; a record that is only a header, or has bytes
     /// left over after the datum, is refused.
     pub fn decode(&self, bytes: &[u8]) -> Result<RawRecord<'static>, DecodeError> {
+        let (id, value) = self.datum(bytes)?;
+        raw_fields(value)
+            .map_err(|e| DecodeError::Avro(format!("schema {id} is not an event or signal: {}", lower_first(&e))))
+    }
+
+    /// Reads a decision the engine published with [`AvroEncoder::decision`]
+    /// back into the [`Decision`] it encoded: each evidence value's JSON
+    /// text is parsed again, so the decision writes the JSON a JSON output
+    /// would have carried.
+    pub fn decision(&self, bytes: &[u8]) -> Result<Decision, DecodeError> {
+        let (id, value) = self.datum(bytes)?;
+        let not_a_decision = |reason: String| DecodeError::Avro(format!("schema {id} is not a decision: {reason}"));
+        let record: DecisionDatum =
+            apache_avro::from_value(&value).map_err(|e| not_a_decision(lower_first(&e)))?;
+        let decision = Verdict::parse(&record.decision)
+            .ok_or_else(|| not_a_decision(format!("unknown decision `{}`", record.decision)))?;
+        let mode = match record.mode.as_str() {
+            "enforce" => Mode::Enforce,
+            "shadow" => Mode::Shadow,
+            other => return Err(not_a_decision(format!("unknown mode `{other}`"))),
+        };
+        let count = |what: &str, n: i32| u32::try_from(n).map_err(|_| not_a_decision(format!("{what} {n} is negative")));
+        let mut reasons = Vec::with_capacity(record.reasons.len());
+        for reason in record.reasons {
+            let mut evidence = BTreeMap::new();
+            for (name, text) in reason.evidence {
+                let value = serde_json::from_str(&text).map_err(|e| {
+                    not_a_decision(format!("evidence `{name}` of rule `{}` is not JSON text: {e}", reason.rule))
+                })?;
+                evidence.insert(name, value);
+            }
+            let score = count("a reason's score", reason.score)?;
+            reasons.push(Reason { rule: reason.rule, score, message: reason.message, evidence });
+        }
+        Ok(Decision {
+            decision_id: record.decision_id,
+            event_id: record.event_id,
+            time: record.time,
+            tenant: record.tenant,
+            agent_id: record.agent_id,
+            workload_id: record.workload_id,
+            task_id: record.task_id,
+            decision,
+            score: count("score", record.score)?,
+            reasons,
+            faults: record.faults,
+            ruleset: record.ruleset,
+            mode,
+        })
+    }
+
+    /// The schema id and datum of one wire-format record, read whole with
+    /// the writer's schema.
+    fn datum(&self, bytes: &[u8]) -> Result<(u32, Value), DecodeError> {
         if bytes.len() < HEADER_LEN {
             return Err(DecodeError::Avro(format!(
                 "record is {} bytes, shorter than the {HEADER_LEN}-byte wire-format header",
@@ -200,8 +254,7 @@ impl AvroDecoder {
         if left > 0 {
             return Err(DecodeError::Avro(format!("{left} trailing bytes after the datum of schema {id}")));
         }
-        raw_fields(value)
-            .map_err(|e| DecodeError::Avro(format!("schema {id} is not an event or signal: {}", lower_first(&e))))
+        Ok((id, value))
     }
 
     /// The parsed schema for `id`, fetched from the registry on first use.
@@ -465,6 +518,32 @@ struct ReasonRecord<'a> {
     score: u32,
     message: &'a str,
     evidence: BTreeMap<&'a str, String>,
+}
+
+/// A decision as `decision.avsc` holds it, read back.
+#[derive(Deserialize)]
+struct DecisionDatum {
+    decision_id: String,
+    event_id: String,
+    time: String,
+    tenant: String,
+    agent_id: String,
+    workload_id: String,
+    task_id: Option<String>,
+    decision: String,
+    score: i32,
+    reasons: Vec<ReasonDatum>,
+    faults: Vec<RuleFault>,
+    ruleset: String,
+    mode: String,
+}
+
+#[derive(Deserialize)]
+struct ReasonDatum {
+    rule: String,
+    score: i32,
+    message: String,
+    evidence: BTreeMap<String, String>,
 }
 
 impl<'a> From<&'a Decision> for DecisionRecord<'a> {
@@ -948,6 +1027,28 @@ mod tests {
         let bare = Decision { task_id: None, reasons: vec![], faults: vec![], mode: Mode::Enforce, ..decision };
         let read: DecisionRead = read_datum(&encoder.decision(&bare).unwrap(), DECISION_ID, DECISION_AVSC);
         assert_eq!((read.task_id, read.reasons.len(), read.faults.len(), read.mode.as_str()), (None, 0, 0, "enforce"));
+    }
+
+    #[test]
+    fn a_published_decision_reads_back_as_the_decision_it_was() {
+        let (encoder, decoder) = (AvroEncoder::shipped().unwrap(), AvroDecoder::shipped().unwrap());
+        let decision = sample_decision();
+        let bare = Decision { task_id: None, reasons: vec![], faults: vec![], mode: Mode::Enforce, ..decision.clone() };
+        for original in [decision, bare] {
+            let read = decoder.decision(&encoder.decision(&original).unwrap()).unwrap();
+            assert_eq!(read, original);
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            read.write_json(&mut a);
+            original.write_json(&mut b);
+            assert_eq!(a, b, "the JSON a JSON output carries");
+        }
+
+        let command = encoder.control_command(&sample_command()).unwrap();
+        let error = decoder.decision(&command).unwrap_err().to_string();
+        assert!(error.contains("schema 4 is not a decision"), "{error}");
+        let mut unknown = encoder.decision(&sample_decision()).unwrap();
+        unknown[4] = 99;
+        assert_eq!(decoder.decision(&unknown).unwrap_err(), DecodeError::UnknownSchema(99));
     }
 
     #[test]

@@ -57,7 +57,15 @@ pub struct KafkaRange {
     pub to: Bound,
     /// librdkafka properties (security settings, say), over ours.
     pub properties: BTreeMap<String, String>,
+    /// A Schema Registry (`http://host:port`) for Avro schema ids the
+    /// shipped schemas (ids 1 to 4) do not answer, as the engine's
+    /// `[avro] registry`.
+    pub schema_registry: Option<String>,
 }
+
+/// The first byte of a value in the Confluent wire format; a JSON value
+/// opens with `{`.
+const AVRO_MAGIC: u8 = 0;
 
 /// How long a metadata, watermark or time lookup may take.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -102,8 +110,9 @@ fn kafka_error(what: &str, error: KafkaError) -> ReplayError {
 enum Values {
     /// Activity events and signals, decoded as the engine decodes them.
     Records,
-    /// Decisions the engine published (JSON), merged by their `time`, the
-    /// time of the event decided; not decoded as records.
+    /// Decisions the engine published (JSON, or Avro read into the JSON it
+    /// stands for), merged by their `time`, the time of the event decided;
+    /// not decoded as records.
     Decisions,
 }
 
@@ -152,6 +161,11 @@ impl KafkaInput {
         if range.topics.is_empty() {
             return Err(ReplayError::Input("kafka: no topic to replay".into()));
         }
+        let avro = match &range.schema_registry {
+            Some(url) => AvroDecoder::shipped().and_then(|d| d.and_registry(url)),
+            None => AvroDecoder::shipped(),
+        }
+        .map_err(|e| ReplayError::Input(format!("avro schemas: {e}")))?;
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &range.brokers)
@@ -215,7 +229,6 @@ impl KafkaInput {
             consumer.assign(&assignment).map_err(|e| kafka_error("cannot assign partitions", e))?;
         }
         let total = partitions.iter().map(|p| (p.end - p.next) as u64).sum();
-        let avro = AvroDecoder::shipped().map_err(|e| ReplayError::Input(format!("avro schemas: {e}")))?;
         Ok(KafkaInput {
             consumer,
             values,
@@ -278,7 +291,7 @@ impl KafkaInput {
             }
             return Ok(());
         }
-        let payload = message.payload().unwrap_or_default().to_vec();
+        let mut payload = message.payload().unwrap_or_default().to_vec();
         let (decoded, time) = match self.values {
             Values::Records => {
                 let decoded = decode::decode(&payload, Some(&self.avro));
@@ -286,6 +299,9 @@ impl KafkaInput {
                 (decoded, time)
             }
             Values::Decisions => {
+                if payload.first() == Some(&AVRO_MAGIC) {
+                    payload = self.published_json(&payload, message.topic(), message.partition(), offset);
+                }
                 let brief = DecisionBrief::read(&payload).ok();
                 let time = brief.and_then(|b| Timestamp::parse_rfc3339(&b.time)).map(Timestamp::millis);
                 (Err(DecodeError::Empty), time)
@@ -307,6 +323,24 @@ impl KafkaInput {
             p.paused = true;
         }
         Ok(())
+    }
+
+    /// A decision published as Avro, as the JSON line the engine writes
+    /// for it; one that does not decode becomes a line that is no decision
+    /// (a JSON string saying where it stood and why), which the join counts
+    /// as unreadable.
+    fn published_json(&self, avro: &[u8], topic: &str, partition: i32, offset: i64) -> Vec<u8> {
+        match self.avro.decision(avro) {
+            Ok(decision) => {
+                let mut line = Vec::new();
+                decision.write_json(&mut line);
+                line
+            }
+            Err(error) => {
+                let what = format!("`{topic}` [{partition}] offset {offset} is not a decision: {error}");
+                serde_json::Value::String(what).to_string().into_bytes()
+            }
+        }
     }
 
     /// A partition reported its end: done when its position is past the range.
