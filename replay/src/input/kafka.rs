@@ -16,14 +16,24 @@
 //! sorts at the time of the record before it in its partition. The same
 //! records written to a file in this order replay to the same bytes.
 //!
+//! Each partition is read from a queue of its own, and the merge waits only
+//! on the partitions it has no record of: librdkafka pre-fetches each
+//! partition up to `queued.max.messages.kbytes` (48 MiB shared out over the
+//! partitions, from 1 to 8 MiB each, unless set with `--kafka-property`),
+//! which bounds the memory, and the merge holds no more than a record per
+//! partition. A partition's queue at its bound is fetched again 10 ms after
+//! it drains below it (`fetch.queue.backoff.ms`, a second by default).
+//!
 //! The digest covers each record's value and a newline, in merged order:
 //! the digest of a JSON Lines file holding the same values in that order.
 
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::base_consumer::PartitionQueue;
+use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use vigil::decode::avro::AvroDecoder;
@@ -72,8 +82,22 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// With partitions unfinished and nothing arriving for this long, the replay
 /// stops rather than wait forever (a broker gone, an open transaction).
 const STALL_TIMEOUT: Duration = Duration::from_secs(120);
-/// Records waiting in one partition before it is paused: the merge's memory bound.
-const PAUSE_AT: usize = 4096;
+/// How long one wait on a partition's queue lasts before the stall check.
+const POLL_WAIT: Duration = Duration::from_millis(100);
+/// librdkafka's pre-fetch over all partitions, in KiB, shared out as each
+/// partition's `queued.max.messages.kbytes` within [`PREFETCH_KBYTES_PER`]
+/// (unless a property sets it): the memory a replay holds for its input.
+const PREFETCH_KBYTES: usize = 48 * 1024;
+const PREFETCH_KBYTES_PER: (usize, usize) = (1024, 8 * 1024);
+
+/// What one wait on a partition's queue gave.
+enum Fetched {
+    Nothing,
+    Record { offset: i64, payload: Vec<u8> },
+    /// The partition's end as the broker has it now.
+    End,
+    Failed(String),
+}
 
 struct Waiting {
     time: i64,
@@ -91,7 +115,6 @@ struct Partition {
     waiting: VecDeque<Waiting>,
     /// The time of the last record queued, for records without one.
     last_time: i64,
-    paused: bool,
 }
 
 impl Partition {
@@ -118,9 +141,12 @@ enum Values {
 
 /// Records of a Kafka topic range, merged by event time.
 pub struct KafkaInput {
-    consumer: BaseConsumer,
+    consumer: Arc<BaseConsumer>,
     values: Values,
     partitions: Vec<Partition>,
+    /// Each partition's own queue, by the partitions' index; none for a
+    /// partition with nothing to read.
+    queues: Vec<Option<PartitionQueue<DefaultConsumerContext>>>,
     /// Heads of the partitions' queues: (time, partition index, offset).
     heads: BinaryHeap<std::cmp::Reverse<(i64, usize, i64)>>,
     avro: AvroDecoder,
@@ -179,11 +205,18 @@ impl KafkaInput {
             .set("isolation.level", "read_committed")
             .set("enable.partition.eof", "true")
             .set("auto.offset.reset", "earliest")
+            .set("fetch.queue.backoff.ms", "10")
             .set_log_level(RDKafkaLogLevel::Warning);
-        for (key, value) in &range.properties {
-            config.set(key, value);
-        }
-        let consumer: BaseConsumer = config.create().map_err(|e| kafka_error("cannot create a consumer", e))?;
+        let with_properties = |mut config: ClientConfig| {
+            for (key, value) in &range.properties {
+                config.set(key, value);
+            }
+            config
+        };
+        // A consumer to look the range up; the records are read by one made
+        // once the partitions are counted, with its share of the pre-fetch.
+        let consumer: BaseConsumer =
+            with_properties(config.clone()).create().map_err(|e| kafka_error("cannot create a consumer", e))?;
         let mut topics = range.topics.clone();
         topics.sort();
         topics.dedup();
@@ -213,10 +246,14 @@ impl KafkaInput {
                     end: end.max(start),
                     waiting: VecDeque::new(),
                     last_time: i64::MIN,
-                    paused: false,
                 });
             }
         }
+        drop(consumer);
+        let share = (PREFETCH_KBYTES / partitions.len().max(1)).clamp(PREFETCH_KBYTES_PER.0, PREFETCH_KBYTES_PER.1);
+        config.set("queued.max.messages.kbytes", share.to_string());
+        let consumer: Arc<BaseConsumer> =
+            Arc::new(with_properties(config).create().map_err(|e| kafka_error("cannot create a consumer", e))?);
         let mut assignment = TopicPartitionList::new();
         for p in partitions.iter().filter(|p| !p.fetched()) {
             assignment
@@ -228,11 +265,23 @@ impl KafkaInput {
         if assignment.count() > 0 {
             consumer.assign(&assignment).map_err(|e| kafka_error("cannot assign partitions", e))?;
         }
+        // Split before the first poll, so no record of them is fetched into
+        // the consumer's own queue.
+        let mut queues = Vec::with_capacity(partitions.len());
+        for p in &partitions {
+            queues.push(match p.fetched() {
+                true => None,
+                false => Some(consumer.split_partition_queue(&p.topic, p.partition).ok_or_else(|| {
+                    ReplayError::Input(format!("kafka: no queue for `{}` [{}]", p.topic, p.partition))
+                })?),
+            });
+        }
         let total = partitions.iter().map(|p| (p.end - p.next) as u64).sum();
         Ok(KafkaInput {
             consumer,
             values,
             partitions,
+            queues,
             heads: BinaryHeap::new(),
             avro,
             current: Waiting { time: 0, offset: 0, payload: Vec::new(), decoded: Err(DecodeError::Empty) },
@@ -244,54 +293,73 @@ impl KafkaInput {
         })
     }
 
-    fn index_of(&self, topic: &str, partition: i32) -> Option<usize> {
-        self.partitions.iter().position(|p| p.partition == partition && p.topic == topic)
+    /// Waits once on each unfinished partition that has no record waiting,
+    /// and queues what it gives: a record of the range, or its end.
+    fn poll(&mut self) -> Result<(), ReplayError> {
+        // The consumer's own queue carries its errors; every record comes
+        // through a partition's queue.
+        while let Some(result) = self.consumer.poll(Duration::ZERO) {
+            let error = match result {
+                Ok(message) => format!("a record of `{}` [{}] outside its queue", message.topic(), message.partition()),
+                Err(error) => error.to_string(),
+            };
+            self.last_error = Some(error);
+        }
+        for i in 0..self.partitions.len() {
+            let p = &self.partitions[i];
+            if !p.waiting.is_empty() || p.fetched() {
+                continue;
+            }
+            let fetched = match self.queues[i].as_ref().and_then(|q| q.poll(POLL_WAIT)) {
+                None => Fetched::Nothing,
+                Some(Ok(message)) => {
+                    Fetched::Record { offset: message.offset(), payload: message.payload().unwrap_or_default().to_vec() }
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => Fetched::End,
+                // librdkafka retries by itself; the stall timeout bounds the
+                // wait and its message tells the last error.
+                Some(Err(error)) => Fetched::Failed(error.to_string()),
+            };
+            match fetched {
+                Fetched::Nothing => {}
+                Fetched::Record { offset, payload } => {
+                    self.last_progress = Instant::now();
+                    self.queue(i, offset, payload);
+                }
+                Fetched::End => {
+                    self.last_progress = Instant::now();
+                    self.check_end(i)?;
+                }
+                Fetched::Failed(error) => self.last_error = Some(error),
+            }
+        }
+        if self.last_progress.elapsed() > STALL_TIMEOUT {
+            let stuck: Vec<String> = self
+                .partitions
+                .iter()
+                .filter(|p| !p.fetched())
+                .map(|p| format!("`{}` [{}] at offset {} of {}", p.topic, p.partition, p.next, p.end))
+                .collect();
+            let last = self.last_error.as_deref().map(|e| format!("; last error: {e}")).unwrap_or_default();
+            return Err(ReplayError::Input(format!(
+                "kafka: nothing received for {} s with partitions unfinished: {} (broker gone, or a transaction left open?){last}",
+                STALL_TIMEOUT.as_secs(),
+                stuck.join(", ")
+            )));
+        }
+        Ok(())
     }
 
-    /// Polls once; queues a record of the range, or notes a partition's end.
-    fn poll(&mut self) -> Result<(), ReplayError> {
-        let Some(result) = self.consumer.poll(Duration::from_millis(100)) else {
-            if self.last_progress.elapsed() > STALL_TIMEOUT {
-                let stuck: Vec<String> = self
-                    .partitions
-                    .iter()
-                    .filter(|p| !p.fetched())
-                    .map(|p| format!("`{}` [{}] at offset {} of {}", p.topic, p.partition, p.next, p.end))
-                    .collect();
-                let last = self.last_error.as_deref().map(|e| format!("; last error: {e}")).unwrap_or_default();
-                return Err(ReplayError::Input(format!(
-                    "kafka: nothing received for {} s with partitions unfinished: {} (broker gone, or a transaction left open?){last}",
-                    STALL_TIMEOUT.as_secs(),
-                    stuck.join(", ")
-                )));
-            }
-            return Ok(());
-        };
-        let message = match result {
-            Ok(message) => message,
-            Err(KafkaError::PartitionEOF(partition)) => {
-                self.last_progress = Instant::now();
-                return self.check_end(partition);
-            }
-            // librdkafka retries by itself; the stall timeout bounds the wait
-            // and its message tells the last error.
-            Err(error) => {
-                self.last_error = Some(error.to_string());
-                return Ok(());
-            }
-        };
-        self.last_progress = Instant::now();
-        let Some(i) = self.index_of(message.topic(), message.partition()) else { return Ok(()) };
-        let offset = message.offset();
+    /// Queues a record of partition `i` read at `offset`, if it is in the range.
+    fn queue(&mut self, i: usize, offset: i64, mut payload: Vec<u8>) {
         let p = &mut self.partitions[i];
         if offset < p.next || offset >= p.end {
             // Before the range (a re-fetch) or past its end: not ours.
             if offset >= p.end {
                 p.next = p.end;
             }
-            return Ok(());
+            return;
         }
-        let mut payload = message.payload().unwrap_or_default().to_vec();
         let (decoded, time) = match self.values {
             Values::Records => {
                 let decoded = decode::decode(&payload, Some(&self.avro));
@@ -300,7 +368,7 @@ impl KafkaInput {
             }
             Values::Decisions => {
                 if payload.first() == Some(&AVRO_MAGIC) {
-                    payload = self.published_json(&payload, message.topic(), message.partition(), offset);
+                    payload = self.published_json(&payload, i, offset);
                 }
                 let brief = DecisionBrief::read(&payload).ok();
                 let time = brief.and_then(|b| Timestamp::parse_rfc3339(&b.time)).map(Timestamp::millis);
@@ -317,19 +385,13 @@ impl KafkaInput {
         if first {
             self.heads.push(std::cmp::Reverse((time, i, offset)));
         }
-        if p.waiting.len() >= PAUSE_AT && !p.paused && !p.fetched() {
-            let tpl = tpl_one(&p.topic, p.partition, Offset::Offset(p.next))?;
-            self.consumer.pause(&tpl).map_err(|e| kafka_error("pause", e))?;
-            p.paused = true;
-        }
-        Ok(())
     }
 
     /// A decision published as Avro, as the JSON line the engine writes
     /// for it; one that does not decode becomes a line that is no decision
     /// (a JSON string saying where it stood and why), which the join counts
     /// as unreadable.
-    fn published_json(&self, avro: &[u8], topic: &str, partition: i32, offset: i64) -> Vec<u8> {
+    fn published_json(&self, avro: &[u8], i: usize, offset: i64) -> Vec<u8> {
         match self.avro.decision(avro) {
             Ok(decision) => {
                 let mut line = Vec::new();
@@ -337,25 +399,20 @@ impl KafkaInput {
                 line
             }
             Err(error) => {
-                let what = format!("`{topic}` [{partition}] offset {offset} is not a decision: {error}");
+                let p = &self.partitions[i];
+                let what = format!("`{}` [{}] offset {offset} is not a decision: {error}", p.topic, p.partition);
                 serde_json::Value::String(what).to_string().into_bytes()
             }
         }
     }
 
     /// A partition reported its end: done when its position is past the range.
-    fn check_end(&mut self, partition: i32) -> Result<(), ReplayError> {
+    fn check_end(&mut self, i: usize) -> Result<(), ReplayError> {
         let position = self.consumer.position().map_err(|e| kafka_error("position", e))?;
-        for element in position.elements() {
-            if element.partition() != partition {
-                continue;
-            }
-            let Some(i) = self.index_of(element.topic(), partition) else { continue };
-            if let Offset::Offset(at) = element.offset() {
-                let p = &mut self.partitions[i];
-                if at >= p.end {
-                    p.next = p.end;
-                }
+        let p = &mut self.partitions[i];
+        if let Some(Offset::Offset(at)) = position.find_partition(&p.topic, p.partition).map(|e| e.offset()) {
+            if at >= p.end {
+                p.next = p.end;
             }
         }
         Ok(())
@@ -407,11 +464,6 @@ impl ReplaySource for KafkaInput {
         let Some(record) = p.waiting.pop_front() else { return Ok(None) };
         if let Some(next) = p.waiting.front() {
             self.heads.push(std::cmp::Reverse((next.time, i, next.offset)));
-        }
-        if p.paused && p.waiting.len() < PAUSE_AT / 2 {
-            let tpl = tpl_one(&p.topic, p.partition, Offset::Offset(p.next))?;
-            self.consumer.resume(&tpl).map_err(|e| kafka_error("resume", e))?;
-            p.paused = false;
         }
         self.current = record;
         self.position += 1;
