@@ -520,8 +520,9 @@ struct ReasonRecord<'a> {
     evidence: BTreeMap<&'a str, String>,
 }
 
-/// A decision as `decision.avsc` holds it, read back.
-#[derive(Deserialize)]
+/// A decision as `decision.avsc` holds it, read back; also what the tests
+/// read the encoder's output as, as any Avro consumer would.
+#[derive(Debug, Deserialize)]
 struct DecisionDatum {
     decision_id: String,
     event_id: String,
@@ -538,7 +539,7 @@ struct DecisionDatum {
     mode: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 struct ReasonDatum {
     rule: String,
     score: i32,
@@ -959,32 +960,6 @@ mod tests {
         assert_eq!(keys(&command), set(&field_names(&schema_json(CONTROL_COMMAND_AVSC))));
     }
 
-    /// A decision as an Avro consumer reads it with the shipped schema.
-    #[derive(Debug, serde::Deserialize)]
-    struct DecisionRead {
-        decision_id: String,
-        event_id: String,
-        time: String,
-        tenant: String,
-        agent_id: String,
-        workload_id: String,
-        task_id: Option<String>,
-        decision: String,
-        score: i32,
-        reasons: Vec<ReasonRead>,
-        faults: Vec<RuleFault>,
-        ruleset: String,
-        mode: String,
-    }
-
-    #[derive(Debug, serde::Deserialize)]
-    struct ReasonRead {
-        rule: String,
-        score: i32,
-        message: String,
-        evidence: BTreeMap<String, String>,
-    }
-
     fn read_datum<T: DeserializeOwned>(bytes: &[u8], id: u32, schema_text: &str) -> T {
         assert_eq!(bytes[..HEADER_LEN], [0, 0, 0, 0, id as u8]);
         // Whichever decode runs first fixes apache-avro's allocation cap for
@@ -1001,7 +976,7 @@ mod tests {
     fn decisions_encode_for_avro_readers() {
         let encoder = AvroEncoder::shipped().unwrap();
         let decision = sample_decision();
-        let read: DecisionRead = read_datum(&encoder.decision(&decision).unwrap(), DECISION_ID, DECISION_AVSC);
+        let read: DecisionDatum = read_datum(&encoder.decision(&decision).unwrap(), DECISION_ID, DECISION_AVSC);
         assert_eq!(
             (&read.decision_id, &read.event_id, &read.time, &read.tenant, &read.agent_id, &read.workload_id),
             (
@@ -1025,7 +1000,7 @@ mod tests {
         assert_eq!(evidence, original.evidence);
 
         let bare = Decision { task_id: None, reasons: vec![], faults: vec![], mode: Mode::Enforce, ..decision };
-        let read: DecisionRead = read_datum(&encoder.decision(&bare).unwrap(), DECISION_ID, DECISION_AVSC);
+        let read: DecisionDatum = read_datum(&encoder.decision(&bare).unwrap(), DECISION_ID, DECISION_AVSC);
         assert_eq!((read.task_id, read.reasons.len(), read.faults.len(), read.mode.as_str()), (None, 0, 0, "enforce"));
     }
 
