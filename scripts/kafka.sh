@@ -433,8 +433,13 @@ init_dir() {
   fi
   CONTROLLER_PORT="$(reserve_port "$DIR")"
   if (( SASL )); then SASL_PORT="$(reserve_port "$DIR")"; fi
-  # A KRaft cluster id is 16 random bytes in URL-safe base64.
-  CLUSTER_ID="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+  # A KRaft cluster id is 16 random bytes in URL-safe base64. One in 64
+  # starts with `-`, which the format command's parser takes for an option:
+  # drawn again, as Kafka's own Uuid.randomUuid does.
+  CLUSTER_ID="-"
+  while [[ "$CLUSTER_ID" == -* ]]; do
+    CLUSTER_ID="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+  done
   mkdir -p "$DIR/logs" "$DIR/data"
   write_config
   # broker.env first: it marks the dir as ours, so a dir whose format
