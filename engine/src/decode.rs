@@ -14,7 +14,7 @@ use thiserror::Error;
 
 pub use raw::RawRecord;
 
-use crate::event::Input;
+use crate::event::{Input, Timestamp};
 
 /// Why a record was refused. The record goes to the DLQ with this reason;
 /// the fault is the producer's and retrying will not help.
@@ -66,13 +66,15 @@ pub fn decode_json(bytes: &[u8]) -> Result<Input, DecodeError> {
     }
 }
 
-/// The ids an activity event is routed and joined by, borrowed from its JSON.
+/// The ids an activity event is routed and joined by, and its time as
+/// written, borrowed from its JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ActivityKey<'a> {
     pub event_id: &'a str,
     pub tenant: &'a str,
     pub agent_id: &'a str,
     pub credential_id: Option<&'a str>,
+    pub time: Option<&'a str>,
 }
 
 /// The ids of a JSON activity event, read without decoding it: nothing is
@@ -82,6 +84,25 @@ pub struct ActivityKey<'a> {
 /// whether the event is valid only decoding tells.
 pub fn activity_key(bytes: &[u8]) -> Option<ActivityKey<'_>> {
     fast::activity_key(std::str::from_utf8(bytes).ok()?)
+}
+
+/// The time a record carries, whether or not it is a valid event or signal:
+/// `None` when it does not parse as JSON or as an Avro datum, or has no
+/// RFC 3339 `time`. For ordering records that did not decode by their own
+/// time where they have one.
+pub fn record_time(bytes: &[u8], avro: Option<&avro::AvroDecoder>) -> Option<Timestamp> {
+    let parsed = |raw: RawRecord| raw.time.as_deref().and_then(Timestamp::parse_rfc3339);
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => None,
+        Some(0) if bytes[0] == 0 => parsed(avro?.decode(bytes).ok()?),
+        Some(_) => match std::str::from_utf8(bytes) {
+            Ok(text) => match fast::parse(text) {
+                Some(raw) => parsed(raw),
+                None => parsed(serde_json::from_str::<RawRecord>(text).ok()?),
+            },
+            Err(_) => parsed(serde_json::from_slice::<RawRecord>(bytes).ok()?),
+        },
+    }
 }
 
 /// Decodes a record whose format is told by its first byte: JSON, or Avro in

@@ -98,15 +98,17 @@ fn is_gzip(path: &Path) -> Result<bool, std::io::Error> {
 /// One input record: where it stands in the input, what it decoded to, and
 /// its bytes as stored (a JSON line, a Kafka value, an Avro datum).
 ///
-/// A JSON line comes undecoded: the replay decodes it where that costs
-/// least (see [`crate::worker`]), with the engine's JSON decoder.
+/// A JSON line (or a Kafka value that is a JSON event) comes undecoded:
+/// the replay decodes it where that costs least (see [`crate::worker`]),
+/// with the engine's JSON decoder.
 #[derive(Debug)]
 pub struct Item<'a> {
     /// Its position in every output: the line for JSON Lines, the record's
     /// number (from 1) for Avro files and Kafka ranges.
     pub position: i64,
-    /// `None` for a JSON line, which `vigil::decode::decode(payload, None)`
-    /// decodes as a live run decodes a file record.
+    /// `None` for a JSON line or event, which
+    /// `vigil::decode::decode(payload, None)` decodes as a live run decodes
+    /// JSON.
     pub decoded: Option<Result<Input, DecodeError>>,
     pub payload: &'a [u8],
 }

@@ -82,22 +82,49 @@ fn partition_of(line: &str) -> i32 {
     agent.map_or(0, |a| (a.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))) % PARTITIONS as u32) as i32)
 }
 
-/// The lines in the order the replay documents for a topic range: by event
-/// time (a record that does not decode takes the time of the record before it
-/// in its partition), then partition; each partition in produce order.
+/// The lines in the order the replay documents for a topic range: by the
+/// time each carries, valid event or not (one without a readable time takes
+/// the time of the record before it in its partition), then partition; each
+/// partition in produce order.
 fn merged_order(lines: &[String]) -> Vec<String> {
     let mut last = [i64::MIN; PARTITIONS as usize];
     let mut keyed: Vec<(i64, i32, &String)> = lines
         .iter()
         .map(|line| {
             let p = partition_of(line);
-            let time = vigil::decode::decode_json(line.as_bytes()).map_or(last[p as usize], |i| i.time().millis());
+            let time = serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v.get("time").and_then(|t| t.as_str()).and_then(vigil::event::Timestamp::parse_rfc3339))
+                .map_or(last[p as usize], |t| t.millis());
             last[p as usize] = time;
             (time, p, line)
         })
         .collect();
     keyed.sort_by_key(|(time, p, _)| (*time, *p));
     keyed.into_iter().map(|(_, _, l)| l.clone()).collect()
+}
+
+fn time_of(line: &str) -> Option<i64> {
+    let value = serde_json::from_str::<serde_json::Value>(line).ok()?;
+    vigil::event::Timestamp::parse_rfc3339(value.get("time")?.as_str()?).map(|t| t.millis())
+}
+
+/// An event that does not decode (its SPIFFE ID has an upper-case trust
+/// domain) stamped an hour after the last record, in a partition whose last
+/// record is not the latest: it sorts last by its own time, not at the time
+/// of the record before it.
+fn invalid_and_late(lines: &[String]) -> String {
+    let latest = lines.iter().filter_map(|l| time_of(l).map(|t| (t, partition_of(l)))).max().unwrap();
+    let agent = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.get("agent_id").and_then(|a| a.as_str()).map(str::to_owned))
+        .find(|a| partition_of(&format!(r#"{{"agent_id":"{a}"}}"#)) != latest.1)
+        .unwrap();
+    let time = vigil::event::Timestamp(latest.0 + 3_600_000).to_rfc3339();
+    format!(
+        r#"{{"event_id":"late-invalid","time":"{time}","tenant":"acme","agent_id":"{agent}","workload_id":"spiffe://ACME.example/agents/{agent}","kind":"tool_call","tool":"docs.search"}}"#
+    )
 }
 
 fn config(input: ReplayInput, out: &Path) -> ReplayConfig {
@@ -182,7 +209,8 @@ fn a_topic_range_replays_like_the_same_records_in_a_file() {
     let topic = unique_topic("replay-range");
     create_topic(&broker.brokers, &topic);
     let spec = WorkloadSpec { agents_per_tenant: 6, tasks_per_agent: 2, actions_per_task: 20, ..WorkloadSpec::default() };
-    let lines = generate(&spec);
+    let mut lines = generate(&spec);
+    lines.push(invalid_and_late(&lines));
     let per_partition = produce(&broker.brokers, &topic, &lines);
     assert!(per_partition.iter().all(|n| *n > 20), "every partition has records: {per_partition:?}");
 
@@ -190,6 +218,8 @@ fn a_topic_range_replays_like_the_same_records_in_a_file() {
     let file = dir.path().join("merged.jsonl");
     let merged = merged_order(&lines);
     assert_ne!(merged, lines, "the merge reorders across partitions, so the test can tell");
+    assert!(vigil::decode::decode_json(merged[merged.len() - 1].as_bytes()).is_err());
+    assert_eq!(merged.last(), lines.last(), "the invalid event sorts last, by its own time");
     std::fs::write(&file, merged.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
 
     let (from_file, from_kafka) = (dir.path().join("file"), dir.path().join("kafka"));

@@ -54,8 +54,10 @@ pub(super) fn parse(text: &str) -> Option<RawRecord<'_>> {
 pub(super) fn activity_key(text: &str) -> Option<super::ActivityKey<'_>> {
     let mut c = Cursor::new(text);
     let (mut event_id, mut signal_id, mut tenant, mut agent_id, mut credential) = (None, None, None, None, None);
+    let mut time = None;
     c.object(|c, key| match key {
         "event_id" => c.put(&mut event_id, Cursor::str),
+        "time" => c.put(&mut time, Cursor::str),
         "signal_id" => c.put(&mut signal_id, Cursor::str),
         "tenant" => c.put(&mut tenant, Cursor::str),
         "agent_id" => c.put(&mut agent_id, Cursor::str),
@@ -66,7 +68,13 @@ pub(super) fn activity_key(text: &str) -> Option<super::ActivityKey<'_>> {
     if signal_id.is_some() {
         return None;
     }
-    Some(super::ActivityKey { event_id: event_id?, tenant: tenant?, agent_id: agent_id?, credential_id: credential.flatten() })
+    Some(super::ActivityKey {
+        event_id: event_id?,
+        tenant: tenant?,
+        agent_id: agent_id?,
+        credential_id: credential.flatten(),
+        time,
+    })
 }
 
 fn credential_id<'a>(c: &mut Cursor<'a>) -> Option<Option<&'a str>> {
@@ -145,8 +153,8 @@ mod tests {
         Ok(())
     }
 
-    /// Whatever ids the key reader finds, serde reads the same, from an
-    /// activity event.
+    /// Whatever ids and time the key reader finds, serde reads the same,
+    /// from an activity event.
     fn key_agrees(text: &str) -> Result<(), TestCaseError> {
         let Some(key) = activity_key(text) else { return Ok(()) };
         let Some(raw) = serde(text) else { return Err(TestCaseError::fail(format!("serde refuses {text}"))) };
@@ -156,6 +164,7 @@ mod tests {
         prop_assert_eq!(raw.agent_id.as_deref(), Some(key.agent_id), "{}", text);
         let credential_id = raw.credential.and_then(|c| c.id);
         prop_assert_eq!(credential_id.as_deref(), key.credential_id, "{}", text);
+        prop_assert_eq!(raw.time.as_deref(), key.time, "{}", text);
         Ok(())
     }
 
@@ -181,8 +190,8 @@ mod tests {
         assert!(fast * 100 > demo_lines().len() * 99, "{fast} of {}", demo_lines().len());
     }
 
-    /// Every demo event without an escape is keyed by its decoded ids, and
-    /// no signal is keyed.
+    /// Every demo event without an escape is keyed by its decoded ids and
+    /// time, and no signal is keyed.
     #[test]
     fn a_demo_event_is_keyed_by_its_own_ids() {
         let mut keyed = 0;
@@ -191,8 +200,10 @@ mod tests {
             match crate::decode::decode_json(line.as_bytes()) {
                 Ok(Input::Activity(e)) if !line.contains('\\') => {
                     let credential_id = e.credential.as_ref().map(|c| c.id.as_str());
-                    let ids = ActivityKey { event_id: &e.event_id, tenant: &e.tenant, agent_id: &e.agent_id, credential_id };
+                    let ids = ActivityKey { event_id: &e.event_id, tenant: &e.tenant, agent_id: &e.agent_id, credential_id, time: key.and_then(|k| k.time) };
                     assert_eq!(key, Some(ids), "{line}");
+                    let time = key.and_then(|k| k.time).and_then(crate::event::Timestamp::parse_rfc3339);
+                    assert_eq!(time, Some(e.time), "{line}");
                     keyed += 1;
                 }
                 Ok(Input::Signal(_)) => assert_eq!(key, None, "{line}"),

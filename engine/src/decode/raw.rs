@@ -281,6 +281,24 @@ mod tests {
         assert!(err("{not json").starts_with("malformed json"));
     }
 
+    /// A record's own time is read whether or not it decodes, and only
+    /// from a record that parses, with a time that reads as one.
+    #[test]
+    fn a_record_that_does_not_decode_still_tells_its_time() {
+        use crate::decode::record_time;
+        use crate::event::Timestamp;
+        let time = Timestamp::parse_rfc3339("2026-11-28T10:00:00Z");
+        assert!(time.is_some());
+        let invalid = GOOD.replace("spiffe://acme.org", "spiffe://ACME.org");
+        assert!(decode_json(invalid.as_bytes()).is_err());
+        for text in [GOOD, &invalid, &GOOD.replace("\"bytes\":10", "\"bytes\":-5"), r#"{"time":"2026-11-28T10:00:00Z"}"#] {
+            assert_eq!(record_time(text.as_bytes(), None), time, "{text}");
+        }
+        for text in ["{not json", r#"{"event_id":"e1"}"#, &GOOD.replace("2026-11-28T10:00:00Z", "noon"), ""] {
+            assert_eq!(record_time(text.as_bytes(), None), None, "{text}");
+        }
+    }
+
     #[test]
     fn a_record_with_signal_id_is_a_signal() {
         let text = r#"{"signal_id":"s1","time":"2026-11-28T10:00:00Z","kind":"credential_leaked","severity":"high","credential_id":"c1"}"#;

@@ -12,9 +12,15 @@
 //! (topics by name, partitions by number), then by offset. A record only
 //! leaves the merge when every partition that is not finished has a record
 //! waiting, so the order depends on the records alone, never on fetch
-//! timing, and per-partition order is kept. A record that does not decode
-//! sorts at the time of the record before it in its partition. The same
-//! records written to a file in this order replay to the same bytes.
+//! timing, and per-partition order is kept. A record sorts by the time it
+//! carries, whether or not it decodes as a valid event or signal; one
+//! without a readable time sorts at the time of the record before it in its
+//! partition. The same records written to a file in this order replay to
+//! the same bytes.
+//!
+//! A JSON event is read here only for its ids and time, in place, and
+//! decoded by the worker that decides it, as a file's lines are; anything
+//! else (an Avro value, a signal) is decoded here.
 //!
 //! Each partition is read from a queue of its own, and the merge waits only
 //! on the partitions it has no record of: librdkafka pre-fetches each
@@ -103,7 +109,9 @@ struct Waiting {
     time: i64,
     offset: i64,
     payload: Vec<u8>,
-    decoded: Result<Input, DecodeError>,
+    /// `None` for a JSON event read only for its time, which the worker
+    /// that decides it decodes, and for a published decision.
+    decoded: Option<Result<Input, DecodeError>>,
 }
 
 struct Partition {
@@ -131,7 +139,8 @@ fn kafka_error(what: &str, error: KafkaError) -> ReplayError {
 /// What the values of a topic range are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Values {
-    /// Activity events and signals, decoded as the engine decodes them.
+    /// Activity events and signals, decoded as the engine decodes them (a
+    /// JSON event by the worker that decides it, as from a file).
     Records,
     /// Decisions the engine published (JSON, or Avro read into the JSON it
     /// stands for), merged by their `time`, the time of the event decided;
@@ -284,7 +293,7 @@ impl KafkaInput {
             queues,
             heads: BinaryHeap::new(),
             avro,
-            current: Waiting { time: 0, offset: 0, payload: Vec::new(), decoded: Err(DecodeError::Empty) },
+            current: Waiting { time: 0, offset: 0, payload: Vec::new(), decoded: None },
             position: 0,
             total,
             digest: InputDigest::default(),
@@ -361,18 +370,27 @@ impl KafkaInput {
             return;
         }
         let (decoded, time) = match self.values {
-            Values::Records => {
-                let decoded = decode::decode(&payload, Some(&self.avro));
-                let time = decoded.as_ref().ok().map(|input| input.time().millis());
-                (decoded, time)
-            }
+            // A JSON event is read in place for its time; anything else is
+            // decoded here, and one that does not decode is placed by the
+            // time it carries, if any.
+            Values::Records => match decode::activity_key(&payload).and_then(|k| Timestamp::parse_rfc3339(k.time?)) {
+                Some(time) => (None, Some(time.millis())),
+                None => {
+                    let decoded = decode::decode(&payload, Some(&self.avro));
+                    let time = match &decoded {
+                        Ok(input) => Some(input.time()),
+                        Err(_) => decode::record_time(&payload, Some(&self.avro)),
+                    };
+                    (Some(decoded), time.map(Timestamp::millis))
+                }
+            },
             Values::Decisions => {
                 if payload.first() == Some(&AVRO_MAGIC) {
                     payload = self.published_json(&payload, i, offset);
                 }
                 let brief = DecisionBrief::read(&payload).ok();
                 let time = brief.and_then(|b| Timestamp::parse_rfc3339(&b.time)).map(Timestamp::millis);
-                (Err(DecodeError::Empty), time)
+                (None, time)
             }
         };
         let p = &mut self.partitions[i];
@@ -469,8 +487,8 @@ impl ReplaySource for KafkaInput {
         self.position += 1;
         self.digest.update(&self.current.payload);
         self.digest.update(b"\n");
-        let decoded = std::mem::replace(&mut self.current.decoded, Err(DecodeError::Empty));
-        Ok(Some(Item { position: self.position, decoded: Some(decoded), payload: &self.current.payload }))
+        let decoded = self.current.decoded.take();
+        Ok(Some(Item { position: self.position, decoded, payload: &self.current.payload }))
     }
 
     fn progress(&self) -> (u64, u64) {
