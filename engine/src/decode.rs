@@ -54,15 +54,20 @@ impl DecodeError {
 
 /// Decodes one JSON record (an activity event or, if it has `signal_id`, a signal).
 pub fn decode_json(bytes: &[u8]) -> Result<Input, DecodeError> {
+    raw_json(bytes)?.validate()
+}
+
+/// A JSON record's fields, not yet validated.
+fn raw_json(bytes: &[u8]) -> Result<RawRecord<'_>, DecodeError> {
     let malformed = |e: serde_json::Error| DecodeError::Json(e.to_string());
     // Checking UTF-8 once for the whole record is cheaper than per string;
     // invalid UTF-8 takes the byte path so its error reads as it always has.
     match std::str::from_utf8(bytes) {
         Ok(text) => match fast::parse(text) {
-            Some(raw) => raw.validate(),
-            None => serde_json::from_str::<RawRecord>(text).map_err(malformed)?.validate(),
+            Some(raw) => Ok(raw),
+            None => serde_json::from_str::<RawRecord>(text).map_err(malformed),
         },
-        Err(_) => serde_json::from_slice::<RawRecord>(bytes).map_err(malformed)?.validate(),
+        Err(_) => serde_json::from_slice::<RawRecord>(bytes).map_err(malformed),
     }
 }
 
@@ -91,30 +96,24 @@ pub fn activity_key(bytes: &[u8]) -> Option<ActivityKey<'_>> {
 /// RFC 3339 `time`. For ordering records that did not decode by their own
 /// time where they have one.
 pub fn record_time(bytes: &[u8], avro: Option<&avro::AvroDecoder>) -> Option<Timestamp> {
-    let parsed = |raw: RawRecord| raw.time.as_deref().and_then(Timestamp::parse_rfc3339);
-    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
-        None => None,
-        Some(0) if bytes[0] == 0 => parsed(avro?.decode(bytes).ok()?),
-        Some(_) => match std::str::from_utf8(bytes) {
-            Ok(text) => match fast::parse(text) {
-                Some(raw) => parsed(raw),
-                None => parsed(serde_json::from_str::<RawRecord>(text).ok()?),
-            },
-            Err(_) => parsed(serde_json::from_slice::<RawRecord>(bytes).ok()?),
-        },
-    }
+    raw(bytes, avro).ok()?.time.as_deref().and_then(Timestamp::parse_rfc3339)
 }
 
 /// Decodes a record whose format is told by its first byte: JSON, or Avro in
 /// the Confluent wire format resolved through `avro`.
 pub fn decode(bytes: &[u8], avro: Option<&avro::AvroDecoder>) -> Result<Input, DecodeError> {
+    raw(bytes, avro)?.validate()
+}
+
+/// A record's fields, read by the format its first byte tells, not yet validated.
+fn raw<'a>(bytes: &'a [u8], avro: Option<&avro::AvroDecoder>) -> Result<RawRecord<'a>, DecodeError> {
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         None => Err(DecodeError::Empty),
         Some(0) if bytes[0] == 0 => match avro {
-            Some(decoder) => decoder.decode(bytes)?.validate(),
+            Some(decoder) => decoder.decode(bytes),
             None => Err(DecodeError::Avro("avro record but no schemas are configured".into())),
         },
-        Some(_) => decode_json(bytes),
+        Some(_) => raw_json(bytes),
     }
 }
 
