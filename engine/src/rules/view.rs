@@ -45,6 +45,7 @@ pub(crate) enum Getter {
     EventThreat,
     EventAttr,
     AgentCount,
+    AgentCountOver,
     AgentBytes,
     AgentEgress,
     AgentEgressOver,
@@ -89,6 +90,8 @@ pub(crate) enum Getter {
     CredWorkloadId,
     CredAgentId,
     CredTaskId,
+    CredMatchesWorkload,
+    CredMatchesAgent,
 }
 
 impl Getter {
@@ -100,6 +103,7 @@ impl Getter {
             EventDepth => "event.depth",
             EventThreat => "event.threat",
             AgentCount => "agent.count",
+            AgentCountOver => "agent.count_over",
             AgentBytes => "agent.bytes",
             AgentEgress => "agent.egress",
             AgentEgressOver => "agent.egress_over",
@@ -142,6 +146,8 @@ impl Getter {
             CredWorkloadId => "cred.workload_id",
             CredAgentId => "cred.agent_id",
             CredTaskId => "cred.task_id",
+            CredMatchesWorkload => "cred.matches_workload",
+            CredMatchesAgent => "cred.matches_agent",
             _ => return None,
         })
     }
@@ -339,13 +345,8 @@ impl Frame {
             AgentCount => self.tally(a, arg, |t| i64::from(t.actions)),
             AgentBytes => self.tally(a, arg, |t| clamp(t.bytes)),
             AgentEgress => self.tally(a, arg, |t| clamp(t.egress)),
-            AgentEgressOver => match arg.split_once(',').and_then(|(w, n)| Some((w, n.parse::<i64>().ok()?))) {
-                Some((window, limit)) => match self.tally(a, window, |t| clamp(t.egress)) {
-                    Int(sent) => Bool(sent.saturating_add(clamp(e.bytes)) > limit),
-                    failed => failed,
-                },
-                None => Value::Fail(format!("`{arg}` is not a window and a byte count")),
-            },
+            AgentCountOver => self.over(a, arg, |t| i64::from(t.actions), 1),
+            AgentEgressOver => self.over(a, arg, |t| clamp(t.egress), clamp(e.bytes)),
             AgentStepUps => self.tally(a, arg, |t| i64::from(t.step_ups)),
             AgentDenials => self.tally(a, arg, |t| i64::from(t.denials)),
             AgentIsNewTarget => Bool(!a.targets.contains(arg)),
@@ -399,6 +400,8 @@ impl Frame {
             CredWorkloadId => Str(c.map_or("", |c| c.workload_id.as_str())),
             CredAgentId => Str(c.map_or("", |c| c.agent_id.as_str())),
             CredTaskId => Str(c.and_then(|c| c.task_id.as_deref()).unwrap_or("")),
+            CredMatchesWorkload => Bool(c.is_some_and(|c| c.workload_id == e.workload_id)),
+            CredMatchesAgent => Bool(c.is_some_and(|c| c.agent_id == e.agent_id)),
         }
     }
 }
@@ -417,6 +420,18 @@ impl Frame {
         let tally = *tallies[slot].get_or_insert_with(|| agent.windows.as_ref().map(|w| w.sum(span, self.now)).unwrap_or_default());
         self.tallies.set(tallies);
         Value::Int(pick(&tally))
+    }
+
+    /// Whether a window's total, with `this` event's share added, is above
+    /// a limit; `arg` is the window and the limit, `"1m,2500000"`.
+    fn over<'a>(&self, agent: &AgentState, arg: &str, pick: fn(&Tally) -> i64, this: i64) -> Value<'a> {
+        let Some((window, limit)) = arg.split_once(',').and_then(|(w, n)| Some((w, n.parse::<i64>().ok()?))) else {
+            return Value::Fail(format!("`{arg}` is not a window and a limit"));
+        };
+        match self.tally(agent, window, pick) {
+            Value::Int(total) => Value::Bool(total.saturating_add(this) > limit),
+            failed => failed,
+        }
     }
 }
 
@@ -517,6 +532,9 @@ pub fn register(engine: &mut Engine) {
     );
     // A limit is an argument of the read like its window, so the memo
     // keys on both: "1m,2500000".
+    engine.register_fn("count_over", |v: &mut AgentView, window: ImmutableString, limit: i64| {
+        get(&v.0, AgentCountOver, Some(format!("{window},{limit}").into()))
+    });
     engine.register_fn("egress_over", |v: &mut AgentView, window: ImmutableString, limit: i64| {
         get(&v.0, AgentEgressOver, Some(format!("{window},{limit}").into()))
     });
@@ -567,5 +585,7 @@ pub fn register(engine: &mut Engine) {
         "workload_id" => CredWorkloadId,
         "agent_id" => CredAgentId,
         "task_id" => CredTaskId,
+        "matches_workload" => CredMatchesWorkload,
+        "matches_agent" => CredMatchesAgent,
     );
 }
