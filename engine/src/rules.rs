@@ -378,6 +378,57 @@ mod tests {
         assert_eq!(out.reasons[0].evidence["agent.is_new_target(crm/customers)"], true);
     }
 
+    /// The yes/no reads answer what a rule comparing the values they stand
+    /// for would: `count_over` counts this event too, and `matches_*`
+    /// compare the credential's owner with the event's, false for an
+    /// unknown credential. Each answers both ways over the events.
+    #[test]
+    fn yes_no_reads_answer_as_the_values_they_stand_for() {
+        use crate::pipeline::{Outputs, Pipeline};
+        use crate::source::Record;
+        let probe = r#"// id: probe
+let over = agent.count_over("1m", 1);
+let workload = cred.matches_workload;
+let agent_ = cred.matches_agent;
+let count = agent.count("1m") + 1 > 1;
+let same_workload = cred.exists && cred.workload_id == event.workload_id;
+let same_agent = cred.exists && cred.agent_id == event.agent_id;
+finding(1, `${over}=${count} ${workload}=${same_workload} ${agent_}=${same_agent}`)"#;
+        let Ok(host) = host(&[("probe.rhai", probe)]) else { unreachable!("the probe compiles") };
+        let mut pipeline = Pipeline::new(host, StateConfig::default());
+        let event = |n: u32, agent: &str, workload: &str, kind: &str, cred: &str| {
+            let credential = if cred.is_empty() { String::new() } else { format!(r#","credential":{{"id":"{cred}","ttl_s":3600}}"#) };
+            format!(
+                r#"{{"event_id":"e{n}","time":"2026-11-28T10:00:0{n}Z","agent_id":"{agent}","workload_id":"spiffe://acme.org/{workload}","kind":"{kind}","tool":"sql.query","target":"crm/customers"{credential}}}"#
+            )
+        };
+        let lines = [
+            event(1, "a1", "w1", "credential_issued", "c1"),
+            event(2, "a1", "w1", "tool_call", "c1"),
+            event(3, "a2", "w1", "tool_call", "c1"),
+            event(4, "a1", "w2", "tool_call", "c1"),
+            event(5, "a2", "w1", "tool_call", "c9"),
+        ];
+        let mut answers = Vec::new();
+        for line in &lines {
+            let mut out = Outputs::default();
+            pipeline.process(&Record { payload: line.clone().into_bytes(), ..Record::default() }, &mut out);
+            let message = out.decisions.first().and_then(|d| d.reasons.iter().find(|r| r.rule == "probe")).map(|r| r.message.clone());
+            let Some(message) = message else { unreachable!("the probe fires on every event: {line}") };
+            answers.push(message);
+        }
+        for (line, message) in lines.iter().zip(&answers) {
+            for pair in message.split(' ') {
+                let (new, old) = pair.split_once('=').unwrap_or_default();
+                assert_eq!(new, old, "{message} on {line}");
+            }
+        }
+        for read in 0..3 {
+            let values: Vec<&str> = answers.iter().filter_map(|m| m.split(' ').nth(read)?.split('=').next()).collect();
+            assert!(values.contains(&"true") && values.contains(&"false"), "read {read} answered {values:?}");
+        }
+    }
+
     #[test]
     fn an_endless_loop_is_a_fault_not_a_hang() {
         let mut host = host(&[("spin.rhai", "// id: spin\nloop { }"), ("ok.rhai", "// id: ok\nfinding(10)")]);
