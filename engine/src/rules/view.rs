@@ -532,12 +532,11 @@ pub fn register(engine: &mut Engine) {
     );
     // A limit is an argument of the read like its window, so the memo
     // keys on both: "1m,2500000".
-    engine.register_fn("count_over", |v: &mut AgentView, window: ImmutableString, limit: i64| {
-        get(&v.0, AgentCountOver, Some(format!("{window},{limit}").into()))
-    });
-    engine.register_fn("egress_over", |v: &mut AgentView, window: ImmutableString, limit: i64| {
-        get(&v.0, AgentEgressOver, Some(format!("{window},{limit}").into()))
-    });
+    for (name, getter) in [("count_over", AgentCountOver), ("egress_over", AgentEgressOver)] {
+        engine.register_fn(name, move |v: &mut AgentView, window: ImmutableString, limit: i64| {
+            get(&v.0, getter, Some(format!("{window},{limit}").into()))
+        });
+    }
     getters!(AgentView,
         "distinct_targets" => AgentDistinctTargets,
         "distinct_tools" => AgentDistinctTools,
