@@ -183,7 +183,7 @@ pub struct TaskScope {
 
 impl TaskScope {
     pub fn allows_tool(&self, tool: &str) -> bool {
-        self.tools.iter().any(|t| t == tool || glob_match(t, tool))
+        self.tools.iter().any(|t| glob_match(t, tool))
     }
 
     pub fn allows_target(&self, target: &str) -> bool {
@@ -196,26 +196,25 @@ impl TaskScope {
 }
 
 /// `*` matches any run of characters; everything else matches itself.
+///
+/// The pieces between stars are found left to right, each at its first
+/// place after the one before: a scope's usual shapes (an exact name,
+/// `prefix/*`) cost one comparison, and no pattern backtracks.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let (p, t) = (pattern.as_bytes(), text.as_bytes());
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && p[pi] == b'*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if pi < p.len() && p[pi] == t[ti] {
-            pi += 1;
-            ti += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
+    let Some((head, rest)) = pattern.split_once('*') else {
+        return pattern == text;
+    };
+    let (inner, tail) = rest.rsplit_once('*').unwrap_or(("", rest));
+    let Some(mut middle) = text.strip_prefix(head).and_then(|t| t.strip_suffix(tail)) else {
+        return false;
+    };
+    for piece in inner.split('*') {
+        match middle.find(piece) {
+            Some(at) => middle = &middle[at + piece.len()..],
+            None => return false,
         }
     }
-    p[pi..].iter().all(|&c| c == b'*')
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -310,6 +309,41 @@ mod tests {
         assert!(!glob_match("crm/*", "billing/invoices"));
         assert!(!glob_match("a*b", "acbx"));
         assert!(glob_match("a*b*c", "aXbYbZc"));
+        assert!(!glob_match("a*a", "a"));
+        assert!(glob_match("crm/*/export", "crm/eu/west/export"));
+    }
+
+    /// The definition, one character at a time: a star takes nothing or one
+    /// more character.
+    fn glob_by_definition(p: &[u8], t: &[u8]) -> bool {
+        match (p.first(), t.first()) {
+            (None, _) => t.is_empty(),
+            (Some(b'*'), _) => glob_by_definition(&p[1..], t) || (!t.is_empty() && glob_by_definition(p, &t[1..])),
+            (Some(c), Some(d)) => c == d && glob_by_definition(&p[1..], &t[1..]),
+            (Some(_), None) => false,
+        }
+    }
+
+    /// Every string over `alphabet` up to `max` characters long.
+    fn strings(alphabet: &[char], max: usize) -> Vec<String> {
+        let mut all = vec![String::new()];
+        let mut last = vec![String::new()];
+        for _ in 0..max {
+            last = last.iter().flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}"))).collect();
+            all.extend(last.iter().cloned());
+        }
+        all
+    }
+
+    #[test]
+    fn glob_agrees_with_its_definition_on_every_short_pattern() {
+        let texts = strings(&['a', 'b'], 6);
+        for pattern in strings(&['a', 'b', '*'], 5) {
+            for text in &texts {
+                let expected = glob_by_definition(pattern.as_bytes(), text.as_bytes());
+                assert_eq!(glob_match(&pattern, text), expected, "`{pattern}` against `{text}`");
+            }
+        }
     }
 
     #[test]
