@@ -197,12 +197,20 @@ impl TaskScope {
 
 /// `*` matches any run of characters; everything else matches itself.
 ///
-/// The pieces between stars are found left to right, each at its first
-/// place after the one before: a scope's usual shapes (an exact name,
-/// `prefix/*`) cost one comparison, and no pattern backtracks.
+/// A scope is checked on every event, so the usual answers come first: the
+/// same text, or a first character that differs. Otherwise the pieces
+/// between stars are found left to right, each at its first place after
+/// the one before, and no pattern backtracks.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
+    if pattern == text {
+        return true;
+    }
+    let first = pattern.as_bytes().first();
+    if first.is_some_and(|&c| c != b'*' && text.as_bytes().first() != Some(&c)) {
+        return false;
+    }
     let Some((head, rest)) = pattern.split_once('*') else {
-        return pattern == text;
+        return false;
     };
     let (inner, tail) = rest.rsplit_once('*').unwrap_or(("", rest));
     let Some(mut middle) = text.strip_prefix(head).and_then(|t| t.strip_suffix(tail)) else {
