@@ -205,21 +205,24 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     if pattern == text {
         return true;
     }
-    let first = pattern.as_bytes().first();
-    if first.is_some_and(|&c| c != b'*' && text.as_bytes().first() != Some(&c)) {
+    let bytes = pattern.as_bytes();
+    if bytes.first().is_some_and(|&c| c != b'*' && text.as_bytes().first() != Some(&c)) {
         return false;
     }
-    let Some((head, rest)) = pattern.split_once('*') else {
+    let star = |b: &u8| *b == b'*';
+    let (Some(first), Some(last)) = (bytes.iter().position(star), bytes.iter().rposition(star)) else {
         return false;
     };
-    let (inner, tail) = rest.rsplit_once('*').unwrap_or(("", rest));
-    let Some(mut middle) = text.strip_prefix(head).and_then(|t| t.strip_suffix(tail)) else {
+    let rest = text.strip_prefix(&pattern[..first]).and_then(|t| t.strip_suffix(&pattern[last + 1..]));
+    let Some(mut middle) = rest else {
         return false;
     };
-    for piece in inner.split('*') {
-        match middle.find(piece) {
-            Some(at) => middle = &middle[at + piece.len()..],
-            None => return false,
+    if first < last {
+        for piece in pattern[first + 1..last].split('*').filter(|p| !p.is_empty()) {
+            match middle.find(piece) {
+                Some(at) => middle = &middle[at + piece.len()..],
+                None => return false,
+            }
         }
     }
     true
