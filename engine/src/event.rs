@@ -198,9 +198,10 @@ impl TaskScope {
 /// `*` matches any run of characters; everything else matches itself.
 ///
 /// A scope is checked on every event, so the usual answers come first: the
-/// same text, or a first character that differs. Otherwise the pieces
-/// between stars are found left to right, each at its first place after
-/// the one before, and no pattern backtracks.
+/// same text, or a first character that differs. Otherwise the text must
+/// start with what comes before the first star and end with what comes
+/// after the last, and the pieces between are found left to right, each at
+/// its first place after the one before: no pattern backtracks.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
     if pattern == text {
         return true;
