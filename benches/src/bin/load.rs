@@ -13,6 +13,14 @@
 //! cargo run --release -p vigil-benches --bin load -- --rate 0 --seconds 10      # as fast as it goes
 //! ```
 //!
+//! `--one-hop` adds, to each round, the broker's own floor: the same events
+//! produced and read back by the reader, with no engine between them.
+//! Latency through the engine takes two such hops. `--linger-ms` sets the
+//! engine's output `linger.ms` (the generator always lingers 1 ms), and
+//! `--latencies DIR` writes, per scenario, each event's send time and
+//! latency (`<scenario>-<round>.tsv`) and the engine's metrics at its end
+//! (`.prom`), to place a tail in time.
+//!
 //! Without `--brokers` it starts a broker of its own with `scripts/kafka.sh`
 //! and removes it at the end. `--rounds N` runs the engine and the
 //! pass-through in alternation N times and gives each round's ratio and
@@ -45,7 +53,7 @@ type Failure = Box<dyn std::error::Error>;
 const USAGE: &str = "usage: load [--brokers HOST:PORT] [--rate EVENTS_PER_S (0 = unthrottled)] [--seconds S]
             [--workers N] [--partitions N] [--commit-ms MS] [--commit-max-ms MS]
             [--delivery exactly_once|at_least_once|both]
-            [--no-pass-through] [--rounds N]";
+            [--no-pass-through] [--one-hop] [--rounds N] [--linger-ms MS] [--latencies DIR]";
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -58,7 +66,13 @@ struct Args {
     commit_max_ms: u64,
     deliveries: Vec<Delivery>,
     pass_through: bool,
+    one_hop: bool,
     rounds: usize,
+    /// The engine's output `linger.ms`, when not its default.
+    linger_ms: Option<u64>,
+    /// Where to write each scenario's timed events (send time and latency)
+    /// and the engine's metrics at its end.
+    latencies: Option<std::path::PathBuf>,
 }
 
 fn parse_args() -> Result<Args, Failure> {
@@ -72,7 +86,10 @@ fn parse_args() -> Result<Args, Failure> {
         commit_max_ms: KafkaConfig::default().commit_interval_max.as_millis(),
         deliveries: vec![Delivery::ExactlyOnce, Delivery::AtLeastOnce],
         pass_through: true,
+        one_hop: false,
         rounds: 1,
+        linger_ms: None,
+        latencies: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -93,7 +110,10 @@ fn parse_args() -> Result<Args, Failure> {
                 };
             }
             "--no-pass-through" => args.pass_through = false,
+            "--one-hop" => args.one_hop = true,
             "--rounds" => args.rounds = value()?.parse::<usize>()?.max(1),
+            "--linger-ms" => args.linger_ms = Some(value()?.parse()?),
+            "--latencies" => args.latencies = Some(value()?.into()),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument `{other}`\n{USAGE}").into()),
         }
@@ -234,7 +254,9 @@ fn send(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &str, pa
 struct Seen {
     timed: u64,
     warm: u64,
-    latencies_us: Vec<u64>,
+    /// Per timed event: when it was sent and how long its decision took,
+    /// in microseconds from the epoch.
+    samples: Vec<(u64, u64)>,
     last: Option<Instant>,
 }
 
@@ -293,17 +315,39 @@ fn read(consumer: &BaseConsumer, epoch: Instant, seen: &mut Seen, timeout: Durat
             } else {
                 seen.timed += 1;
                 let at_us = now.duration_since(epoch).as_micros() as u64;
-                seen.latencies_us.push(at_us.saturating_sub(sent_us));
+                seen.samples.push((sent_us, at_us.saturating_sub(sent_us)));
                 seen.last = Some(now);
             }
         }
     }
 }
 
+/// What runs between the generator and the reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// The engine, deciding.
+    Decide,
+    /// The engine's clients forwarding the same bytes: the throughput ceiling.
+    PassThrough,
+    /// Nothing: the reader reads the activity topic, the latency floor.
+    OneHop,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Decide => "decide",
+            Kind::PassThrough => "pass-through",
+            Kind::OneHop => "one hop",
+        }
+    }
+}
+
 struct Outcome {
     round: usize,
-    delivery: Delivery,
-    work: &'static str,
+    /// `None` for the one hop, which has no engine.
+    delivery: Option<Delivery>,
+    kind: Kind,
     offered: f64,
     sustained: f64,
     p50_ms: f64,
@@ -324,9 +368,13 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
-fn scenario(args: &Args, brokers: &str, round: usize, delivery: Delivery, pass_through: bool, templates: &[Template]) -> Result<Outcome, Failure> {
-    let work = if pass_through { "pass" } else { "decide" };
-    let name = format!("load-{}-{work}-{}-{round}", delivery.as_str(), std::process::id());
+fn scenario(args: &Args, brokers: &str, round: usize, delivery: Delivery, kind: Kind, templates: &[Template]) -> Result<Outcome, Failure> {
+    let label = match kind {
+        Kind::Decide => format!("{}-decide", delivery.as_str()),
+        Kind::PassThrough => format!("{}-pass", delivery.as_str()),
+        Kind::OneHop => "one-hop".to_owned(),
+    };
+    let name = format!("load-{label}-{}-{round}", std::process::id());
     let topics = Topics::prefixed(&name);
     let mut config = KafkaConfig {
         brokers: brokers.to_owned(),
@@ -338,23 +386,27 @@ fn scenario(args: &Args, brokers: &str, round: usize, delivery: Delivery, pass_t
         topics,
         ..KafkaConfig::default()
     };
+    if let Some(linger) = args.linger_ms {
+        config.producer_properties.insert("linger.ms".into(), linger.to_string());
+    }
     config.create_topics.partitions = args.partitions;
     config.create_topics.at_startup = false;
     kafka::create_topics(&config)?;
-    let work = if pass_through {
-        Work::PassThrough
-    } else {
-        Work::decide(RulesetSource::shipped()?)
+    let work = match kind {
+        Kind::Decide => Some(Work::decide(RulesetSource::shipped()?)),
+        Kind::PassThrough => Some(Work::PassThrough),
+        Kind::OneHop => None,
     };
     let shutdown = Arc::new(AtomicBool::new(false));
     let metrics = Arc::new(Metrics::new());
-    let engine = {
+    let engine = work.map(|work| {
         let (config, stop, watched) = (config.clone(), Arc::clone(&shutdown), Arc::clone(&metrics));
         std::thread::spawn(move || kafka::run_with_metrics(&config, &work, stop, &watched))
-    };
+    });
     let epoch = Instant::now();
     let producer = producer(brokers)?;
-    let consumer = reader(brokers, &config.topics.decisions)?;
+    let read_from = if engine.is_some() { &config.topics.decisions } else { &config.topics.activity };
+    let consumer = reader(brokers, read_from)?;
     let mut seen = Seen::default();
 
     // Warm-up: the group is joined and every client connected ...
@@ -365,7 +417,7 @@ fn scenario(args: &Args, brokers: &str, round: usize, delivery: Delivery, pass_t
     }
     // ... and the group has settled: every worker decides its share, so no
     // rebalance falls into the timed load ...
-    while !settled(&metrics, args.partitions as usize, args.workers) {
+    while engine.is_some() && !settled(&metrics, args.partitions as usize, args.workers) {
         if Instant::now() > warm_until {
             shutdown.store(true, Ordering::Relaxed);
             return Err("the group did not settle within 120 s".into());
@@ -427,22 +479,32 @@ fn scenario(args: &Args, brokers: &str, round: usize, delivery: Delivery, pass_t
     }
     let send_time = generator.join().map_err(|_| "generator panicked")??;
     shutdown.store(true, Ordering::Relaxed);
-    let reports = engine.join().map_err(|_| "engine panicked")??;
+    let reports = match engine {
+        Some(engine) => engine.join().map_err(|_| "engine panicked")??,
+        None => Vec::new(),
+    };
     let alerts = reports.iter().map(|r| r.stats.alerts).sum();
     let commands = reports.iter().map(|r| r.stats.commands.values().sum::<u64>()).sum();
     delete_topics(brokers, &config.topics);
 
     let span = seen.last.map_or(f64::NAN, |last| last.duration_since(started).as_secs_f64());
-    seen.latencies_us.sort_unstable();
+    if let Some(dir) = &args.latencies {
+        write_samples(&dir.join(format!("{label}-{round}.tsv")), &seen.samples)?;
+        if kind != Kind::OneHop {
+            std::fs::write(dir.join(format!("{label}-{round}.prom")), metrics.render())?;
+        }
+    }
+    let mut latencies_us: Vec<u64> = seen.samples.iter().map(|(_, latency)| *latency).collect();
+    latencies_us.sort_unstable();
     Ok(Outcome {
         round,
-        delivery,
-        work: if pass_through { "pass-through" } else { "decide" },
+        delivery: (kind != Kind::OneHop).then_some(delivery),
+        kind,
         offered: total as f64 / send_time.as_secs_f64(),
         sustained: seen.timed as f64 / span,
-        p50_ms: percentile(&seen.latencies_us, 0.50),
-        p99_ms: percentile(&seen.latencies_us, 0.99),
-        max_ms: seen.latencies_us.last().map_or(f64::NAN, |v| *v as f64 / 1000.0),
+        p50_ms: percentile(&latencies_us, 0.50),
+        p99_ms: percentile(&latencies_us, 0.99),
+        max_ms: latencies_us.last().map_or(f64::NAN, |v| *v as f64 / 1000.0),
         outputs: seen.timed,
         alerts,
         commands,
@@ -450,6 +512,21 @@ fn scenario(args: &Args, brokers: &str, round: usize, delivery: Delivery, pass_t
     })
 }
 
+/// Writes `sent_ms<TAB>latency_ms` per event, in the order decisions were
+/// seen, so a tail can be placed in time (a pause, a commit, a rebalance).
+fn write_samples(path: &std::path::Path, samples: &[(u64, u64)]) -> Result<(), Failure> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(out, "sent_ms\tlatency_ms")?;
+    for (sent, latency) in samples {
+        writeln!(out, "{:.3}\t{:.3}", *sent as f64 / 1000.0, *latency as f64 / 1000.0)?;
+    }
+    out.flush()?;
+    Ok(())
+}
 
 /// Whether every worker holds partitions and together they hold them all.
 fn settled(metrics: &Metrics, partitions: usize, workers: usize) -> bool {
@@ -498,11 +575,15 @@ fn main() -> Result<(), Failure> {
     );
     let mut outcomes = Vec::new();
     for round in 1..=args.rounds {
+        if args.one_hop {
+            eprintln!("load: round {round}, one hop ...");
+            outcomes.push(scenario(&args, &brokers, round, Delivery::AtLeastOnce, Kind::OneHop, &templates)?);
+        }
         for &delivery in &args.deliveries {
-            let works: &[bool] = if args.pass_through { &[false, true] } else { &[false] };
-            for &pass_through in works {
-                eprintln!("load: round {round}, {} {} ...", delivery.as_str(), if pass_through { "pass-through" } else { "decide" });
-                outcomes.push(scenario(&args, &brokers, round, delivery, pass_through, &templates)?);
+            let kinds: &[Kind] = if args.pass_through { &[Kind::Decide, Kind::PassThrough] } else { &[Kind::Decide] };
+            for &kind in kinds {
+                eprintln!("load: round {round}, {} {} ...", delivery.as_str(), kind.label());
+                outcomes.push(scenario(&args, &brokers, round, delivery, kind, &templates)?);
             }
         }
     }
@@ -514,8 +595,8 @@ fn main() -> Result<(), Failure> {
         println!(
             "{:<5} {:<14} {:<13} {:>10.0} {:>12.0} {:>9.1} {:>9.1} {:>9.1} {:>10} {:>8} {:>8}",
             o.round,
-            o.delivery.as_str(),
-            o.work,
+            o.delivery.map_or("-", Delivery::as_str),
+            o.kind.label(),
             o.offered,
             o.sustained,
             o.p50_ms,
@@ -529,10 +610,10 @@ fn main() -> Result<(), Failure> {
     for &delivery in &args.deliveries {
         let mut ratios = Vec::new();
         for round in 1..=args.rounds {
-            let find = |work: &str| {
-                outcomes.iter().find(|o| o.round == round && o.delivery == delivery && o.work == work).map(|o| o.sustained)
+            let find = |kind: Kind| {
+                outcomes.iter().find(|o| o.round == round && o.delivery == Some(delivery) && o.kind == kind).map(|o| o.sustained)
             };
-            if let (Some(decide), Some(pass)) = (find("decide"), find("pass-through")) {
+            if let (Some(decide), Some(pass)) = (find(Kind::Decide), find(Kind::PassThrough)) {
                 ratios.push(100.0 * decide / pass);
             }
         }
