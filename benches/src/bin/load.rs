@@ -326,27 +326,41 @@ fn read(consumer: &BaseConsumer, epoch: Instant, seen: &mut Seen, timeout: Durat
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     /// The engine, deciding.
-    Decide,
+    Decide(Delivery),
     /// The engine's clients forwarding the same bytes: the throughput ceiling.
-    PassThrough,
+    PassThrough(Delivery),
     /// Nothing: the reader reads the activity topic, the latency floor.
     OneHop,
 }
 
 impl Kind {
-    fn label(self) -> &'static str {
+    fn delivery(self) -> Option<Delivery> {
         match self {
-            Kind::Decide => "decide",
-            Kind::PassThrough => "pass-through",
+            Kind::Decide(delivery) | Kind::PassThrough(delivery) => Some(delivery),
+            Kind::OneHop => None,
+        }
+    }
+
+    fn work(self) -> &'static str {
+        match self {
+            Kind::Decide(_) => "decide",
+            Kind::PassThrough(_) => "pass-through",
             Kind::OneHop => "one hop",
+        }
+    }
+
+    /// How its topics and files are named.
+    fn label(self) -> String {
+        match self {
+            Kind::Decide(delivery) => format!("{}-decide", delivery.as_str()),
+            Kind::PassThrough(delivery) => format!("{}-pass", delivery.as_str()),
+            Kind::OneHop => "one-hop".to_owned(),
         }
     }
 }
 
 struct Outcome {
     round: usize,
-    /// `None` for the one hop, which has no engine.
-    delivery: Option<Delivery>,
     kind: Kind,
     offered: f64,
     sustained: f64,
@@ -368,18 +382,14 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
-fn scenario(args: &Args, brokers: &str, round: usize, delivery: Delivery, kind: Kind, templates: &[Template]) -> Result<Outcome, Failure> {
-    let label = match kind {
-        Kind::Decide => format!("{}-decide", delivery.as_str()),
-        Kind::PassThrough => format!("{}-pass", delivery.as_str()),
-        Kind::OneHop => "one-hop".to_owned(),
-    };
+fn scenario(args: &Args, brokers: &str, round: usize, kind: Kind, templates: &[Template]) -> Result<Outcome, Failure> {
+    let label = kind.label();
     let name = format!("load-{label}-{}-{round}", std::process::id());
     let topics = Topics::prefixed(&name);
     let mut config = KafkaConfig {
         brokers: brokers.to_owned(),
         group_id: format!("{name}-group"),
-        delivery,
+        delivery: kind.delivery().unwrap_or_default(),
         commit_interval: vigil::config::Span::millis(args.commit_ms),
         commit_interval_max: vigil::config::Span::millis(args.commit_max_ms),
         workers: args.workers,
@@ -393,8 +403,8 @@ fn scenario(args: &Args, brokers: &str, round: usize, delivery: Delivery, kind: 
     config.create_topics.at_startup = false;
     kafka::create_topics(&config)?;
     let work = match kind {
-        Kind::Decide => Some(Work::decide(RulesetSource::shipped()?)),
-        Kind::PassThrough => Some(Work::PassThrough),
+        Kind::Decide(_) => Some(Work::decide(RulesetSource::shipped()?)),
+        Kind::PassThrough(_) => Some(Work::PassThrough),
         Kind::OneHop => None,
     };
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -479,6 +489,7 @@ fn scenario(args: &Args, brokers: &str, round: usize, delivery: Delivery, kind: 
     }
     let send_time = generator.join().map_err(|_| "generator panicked")??;
     shutdown.store(true, Ordering::Relaxed);
+    let engine_ran = engine.is_some();
     let reports = match engine {
         Some(engine) => engine.join().map_err(|_| "engine panicked")??,
         None => Vec::new(),
@@ -490,7 +501,7 @@ fn scenario(args: &Args, brokers: &str, round: usize, delivery: Delivery, kind: 
     let span = seen.last.map_or(f64::NAN, |last| last.duration_since(started).as_secs_f64());
     if let Some(dir) = &args.latencies {
         write_samples(&dir.join(format!("{label}-{round}.tsv")), &seen.samples)?;
-        if kind != Kind::OneHop {
+        if engine_ran {
             std::fs::write(dir.join(format!("{label}-{round}.prom")), metrics.render())?;
         }
     }
@@ -498,7 +509,6 @@ fn scenario(args: &Args, brokers: &str, round: usize, delivery: Delivery, kind: 
     latencies_us.sort_unstable();
     Ok(Outcome {
         round,
-        delivery: (kind != Kind::OneHop).then_some(delivery),
         kind,
         offered: total as f64 / send_time.as_secs_f64(),
         sustained: seen.timed as f64 / span,
@@ -577,13 +587,17 @@ fn main() -> Result<(), Failure> {
     for round in 1..=args.rounds {
         if args.one_hop {
             eprintln!("load: round {round}, one hop ...");
-            outcomes.push(scenario(&args, &brokers, round, Delivery::AtLeastOnce, Kind::OneHop, &templates)?);
+            outcomes.push(scenario(&args, &brokers, round, Kind::OneHop, &templates)?);
         }
         for &delivery in &args.deliveries {
-            let kinds: &[Kind] = if args.pass_through { &[Kind::Decide, Kind::PassThrough] } else { &[Kind::Decide] };
-            for &kind in kinds {
-                eprintln!("load: round {round}, {} {} ...", delivery.as_str(), kind.label());
-                outcomes.push(scenario(&args, &brokers, round, delivery, kind, &templates)?);
+            let kinds = if args.pass_through {
+                vec![Kind::Decide(delivery), Kind::PassThrough(delivery)]
+            } else {
+                vec![Kind::Decide(delivery)]
+            };
+            for kind in kinds {
+                eprintln!("load: round {round}, {} {} ...", delivery.as_str(), kind.work());
+                outcomes.push(scenario(&args, &brokers, round, kind, &templates)?);
             }
         }
     }
@@ -595,8 +609,8 @@ fn main() -> Result<(), Failure> {
         println!(
             "{:<5} {:<14} {:<13} {:>10.0} {:>12.0} {:>9.1} {:>9.1} {:>9.1} {:>10} {:>8} {:>8}",
             o.round,
-            o.delivery.map_or("-", Delivery::as_str),
-            o.kind.label(),
+            o.kind.delivery().map_or("-", Delivery::as_str),
+            o.kind.work(),
             o.offered,
             o.sustained,
             o.p50_ms,
@@ -611,9 +625,9 @@ fn main() -> Result<(), Failure> {
         let mut ratios = Vec::new();
         for round in 1..=args.rounds {
             let find = |kind: Kind| {
-                outcomes.iter().find(|o| o.round == round && o.delivery == Some(delivery) && o.kind == kind).map(|o| o.sustained)
+                outcomes.iter().find(|o| o.round == round && o.kind == kind).map(|o| o.sustained)
             };
-            if let (Some(decide), Some(pass)) = (find(Kind::Decide), find(Kind::PassThrough)) {
+            if let (Some(decide), Some(pass)) = (find(Kind::Decide(delivery)), find(Kind::PassThrough(delivery))) {
                 ratios.push(100.0 * decide / pass);
             }
         }
