@@ -489,7 +489,6 @@ fn scenario(args: &Args, brokers: &str, round: usize, kind: Kind, templates: &[T
     }
     let send_time = generator.join().map_err(|_| "generator panicked")??;
     shutdown.store(true, Ordering::Relaxed);
-    let engine_ran = engine.is_some();
     let reports = match engine {
         Some(engine) => engine.join().map_err(|_| "engine panicked")??,
         None => Vec::new(),
@@ -501,7 +500,7 @@ fn scenario(args: &Args, brokers: &str, round: usize, kind: Kind, templates: &[T
     let span = seen.last.map_or(f64::NAN, |last| last.duration_since(started).as_secs_f64());
     if let Some(dir) = &args.latencies {
         write_samples(&dir.join(format!("{label}-{round}.tsv")), &seen.samples)?;
-        if engine_ran {
+        if kind != Kind::OneHop {
             std::fs::write(dir.join(format!("{label}-{round}.prom")), metrics.render())?;
         }
     }
