@@ -13,7 +13,7 @@
 //! under `valgrind --tool=callgrind --toggle-collect='vigil::pipeline::Pipeline::process'`
 //! with one pass: the instructions per record are the same on every run.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -45,7 +45,7 @@ fn args() -> Result<Args, String> {
 }
 
 /// Every line of a JSON Lines file, as the file source hands them over.
-fn file_records(path: &PathBuf) -> Result<Vec<Record>, String> {
+fn file_records(path: &Path) -> Result<Vec<Record>, String> {
     let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let lines = text.split(|&b| b == b'\n').filter(|line| !line.iter().all(u8::is_ascii_whitespace));
     Ok(lines.map(|line| Record { payload: line.to_vec(), ..Record::default() }).collect())
@@ -86,10 +86,7 @@ fn run() -> Result<(), String> {
     let mut buf = Vec::with_capacity(1 << 16);
     let started = Instant::now();
     let done: usize = (0..args.passes)
-        .map(|_| match args.as_replay {
-            true => replay_pass(&records, &rules),
-            false => pass(&records, &rules, &mut buf),
-        })
+        .map(|_| if args.as_replay { replay_pass(&records, &rules) } else { pass(&records, &rules, &mut buf) })
         .sum();
     let seconds = started.elapsed().as_secs_f64();
     println!("{done} records in {seconds:.3} s: {:.0} records/s", done as f64 / seconds);
