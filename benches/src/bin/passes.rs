@@ -19,7 +19,8 @@ use std::time::Instant;
 
 use vigil::pipeline::Outputs;
 use vigil::rules::RulesetSource;
-use vigil::source::Record;
+use vigil::source::file::JsonlSource;
+use vigil::source::{Record, Source};
 use vigil_benches::{demo_records, pass, pipeline};
 
 struct Args {
@@ -44,11 +45,15 @@ fn args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// Every line of a JSON Lines file, as the file source hands them over.
+/// Every record of a JSON Lines file, read by the engine's file source.
 fn file_records(path: &Path) -> Result<Vec<Record>, String> {
-    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let lines = text.split(|&b| b == b'\n').filter(|line| !line.iter().all(u8::is_ascii_whitespace));
-    Ok(lines.map(|line| Record { payload: line.to_vec(), ..Record::default() }).collect())
+    let mut source = JsonlSource::open(&path.display().to_string()).map_err(|e| e.to_string())?;
+    let mut records = Vec::new();
+    let mut record = Record::default();
+    while source.next_into(&mut record).map_err(|e| e.to_string())? {
+        records.push(record.clone());
+    }
+    Ok(records)
 }
 
 /// One pass through a pipeline built as a replay worker builds it.
